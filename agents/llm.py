@@ -1,0 +1,239 @@
+"""Talking to the teacher: chat-model factory and one structured, retried, recorded call.
+
+Every agent reply is a pydantic model. The request carries the model's JSON schema in the form the
+backend understands (`structured_format`), the reply is validated with pydantic, and a validation
+error is fed back to the model for a bounded number of retries. Transport failures (connection
+errors, timeouts, 5xx, 429) are retried with exponential backoff, honouring Retry-After. Every
+attempt becomes an `LLMCall` record handed to `on_call` (the trace).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, ValidationError
+
+from evokd.config import LLMConfig
+from evokd.graph.records import LLMCall
+
+log = logging.getLogger("evokd.llm")
+
+T = TypeVar("T", bound=BaseModel)
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
+
+
+class TeacherUnreachable(Exception):
+    """The teacher could not be reached after all retries; the run stops with its rounds saved."""
+
+
+class StructuredOutputError(Exception):
+    """The teacher never produced a reply that validates against the schema."""
+
+    def __init__(self, message: str, calls: list[LLMCall] | None = None) -> None:
+        super().__init__(message)
+        self.calls = calls or []  # what the failed attempts cost
+
+
+def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:
+    """A ChatOpenAI client for any OpenAI-compatible endpoint; retries are ours, not the SDK's."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(
+        model=cfg.model,
+        base_url=base_url,
+        # Local servers accept any key; the real one is read from the environment, never stored.
+        api_key=os.environ.get(cfg.api_key_env) or "not-needed",
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        timeout=cfg.timeout,
+        max_retries=0,
+    )
+
+
+def structured_format(mode: str, schema: type[BaseModel]) -> dict[str, Any] | None:
+    """The `response_format` body field for a structured-output mode (None: prompt-only)."""
+    json_schema = schema.model_json_schema()
+    if mode == "json_schema":
+        return {"type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": json_schema, "strict": False}}
+    if mode == "json_object_schema":
+        # llama_cpp.server rejects json_schema but compiles this schema into a grammar.
+        return {"type": "json_object", "schema": json_schema}
+    if mode == "json_object":
+        return {"type": "json_object"}
+    return None
+
+
+def resolve_mode(cfg: LLMConfig, embedded: bool) -> str:
+    if cfg.structured != "auto":
+        return cfg.structured
+    return "json_object_schema" if embedded else "json_schema"
+
+
+def to_langchain(messages: list[Message]) -> list[BaseMessage]:
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[m["role"]](content=m["content"]) for m in messages]
+
+
+def request_key(messages: list[Message], schema_name: str) -> str:
+    """Identity of a request, used to serve recorded replies on resume and replay."""
+    blob = json.dumps({"messages": messages, "schema": schema_name}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def parse_reply(text: str, schema: type[T]) -> T:
+    """Validate a reply; tolerate a markdown fence or prose around one JSON object."""
+    cleaned = text.strip()
+    if cleaned.startswith("```"):
+        cleaned = cleaned.strip("`")
+        cleaned = cleaned[cleaned.find("\n") + 1:] if "\n" in cleaned else cleaned
+    start, end = cleaned.find("{"), cleaned.rfind("}")
+    if start != -1 and end > start:
+        cleaned = cleaned[start:end + 1]
+    return schema.model_validate_json(cleaned)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    value = headers.get("retry-after") if hasattr(headers, "get") else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _is_transient(exc: Exception) -> bool:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code >= 500 or exc.status_code == 429
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class Teacher:
+    """One teacher endpoint with its retry policy, recorder and (optional) recorded replies."""
+
+    def __init__(
+        self,
+        chat_model: BaseChatModel,
+        cfg: LLMConfig,
+        *,
+        mode: str,
+        base_url: str = "",
+        on_call: Callable[[LLMCall], None] | None = None,
+        recorded: dict[str, list[LLMCall]] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.chat_model = chat_model
+        self.cfg = cfg
+        self.mode = mode
+        self.base_url = base_url
+        self.on_call = on_call or (lambda call: None)
+        # Replies already paid for (an interrupted run being resumed): served instead of asked again.
+        self.recorded = recorded or {}
+        self.sleep = sleep
+
+    def ask(
+        self,
+        messages: list[Message],
+        schema: type[T],
+        *,
+        round: int,
+        node: str,
+        prompt_file: str = "",
+        prompt_sha256: str = "",
+    ) -> tuple[T, list[Message], list[LLMCall]]:
+        """Ask until the reply validates. Returns the result, the conversation including the
+        accepted reply, and the call records (also handed to `on_call`)."""
+        conversation = list(messages)
+        calls: list[LLMCall] = []
+        for attempt in range(self.cfg.schema_retries + 1):
+            call = self._call(conversation, schema, round=round, node=node, attempt=attempt,
+                              prompt_file=prompt_file, prompt_sha256=prompt_sha256)
+            calls.append(call)
+            try:
+                parsed = parse_reply(call.reply or "", schema)
+            except ValidationError as exc:
+                call.error = f"invalid reply: {_short_validation(exc)}"
+                self.on_call(call)
+                log.warning("%s round %d: reply did not validate (attempt %d): %s",
+                            node, round, attempt + 1, call.error)
+                conversation = [*conversation, {"role": "assistant", "content": call.reply or ""},
+                                {"role": "user", "content": _fix_request(exc, schema)}]
+                continue
+            call.parsed = parsed.model_dump(mode="json")
+            self.on_call(call)
+            accepted = [*conversation, {"role": "assistant", "content": call.reply or ""}]
+            return parsed, accepted, calls
+        raise StructuredOutputError(
+            f"{node}: no valid {schema.__name__} after {self.cfg.schema_retries + 1} attempts "
+            f"(last error: {calls[-1].error})", calls)
+
+    def _call(self, messages: list[Message], schema: type[BaseModel], *, round: int, node: str,
+              attempt: int, prompt_file: str, prompt_sha256: str) -> LLMCall:
+        key = request_key(messages, schema.__name__)
+        started = time.time()
+        record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
+                         schema_name=schema.__name__, prompt_file=prompt_file,
+                         prompt_sha256=prompt_sha256, started_at=started, model=self.cfg.model)
+        if self.recorded.get(key):
+            old = self.recorded[key].pop(0)
+            record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
+            record.latency_s, record.from_record = old.latency_s, True
+            return record
+        message = self._invoke_with_retries(messages, schema, record)
+        usage = getattr(message, "usage_metadata", None) or {}
+        record.reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        record.tokens_in = int(usage.get("input_tokens", 0))
+        record.tokens_out = int(usage.get("output_tokens", 0))
+        record.latency_s = time.time() - started
+        return record
+
+    def _invoke_with_retries(self, messages: list[Message], schema: type[BaseModel],
+                             record: LLMCall) -> BaseMessage:
+        fmt = structured_format(self.mode, schema)
+        kwargs = {"extra_body": {"response_format": fmt}} if fmt else {}
+        delay = self.cfg.backoff_seconds
+        for transport_try in range(self.cfg.max_retries + 1):
+            try:
+                return self.chat_model.invoke(to_langchain(messages), **kwargs)
+            except Exception as exc:
+                if not _is_transient(exc):
+                    raise
+                record.transport_retries = transport_try
+                if transport_try == self.cfg.max_retries:
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise TeacherUnreachable(
+                        f"teacher unreachable at {self.base_url or 'the configured endpoint'}: {reason}"
+                    ) from exc
+                wait = _retry_after(exc) or delay
+                log.warning("teacher call failed (%s); retry %d/%d in %.1fs",
+                            type(exc).__name__, transport_try + 1, self.cfg.max_retries, wait)
+                self.sleep(wait)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+
+def _short_validation(exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "reply"
+    return f"{where}: {first['msg']}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
+
+
+def _fix_request(exc: ValidationError, schema: type[BaseModel]) -> str:
+    return (
+        f"Your reply was not valid: {_short_validation(exc)}. Reply again with only a JSON object "
+        f"matching this schema: {json.dumps(schema.model_json_schema(), ensure_ascii=False)}"
+    )

@@ -1,0 +1,54 @@
+"""A chat model that answers from a script: the teacher of unit tests and offline replays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from pydantic import PrivateAttr
+
+Script = Callable[[list[BaseMessage]], "str | Exception"]
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers each request with `script(messages)`; an Exception returned is raised instead.
+
+    Token usage is the word count of the request and the reply, so budgets can be tested."""
+
+    script: Any
+    _requests: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def requests(self) -> list[list[BaseMessage]]:
+        return self._requests
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        self._requests.append(messages)
+        reply = self.script(messages)
+        if isinstance(reply, Exception):
+            raise reply
+        tokens_in = sum(len(str(m.content).split()) for m in messages)
+        tokens_out = len(reply.split())
+        message = AIMessage(content=reply, usage_metadata={
+            "input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out})
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def from_list(replies: list[str | Exception]) -> Script:
+    """A script that serves replies in order and fails loudly when it runs out."""
+    queue = list(replies)
+
+    def script(messages: list[BaseMessage]) -> str | Exception:
+        if not queue:
+            raise AssertionError(f"script exhausted; unexpected request: {messages[-1].content[:200]}")
+        return queue.pop(0)
+
+    return script

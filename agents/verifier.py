@@ -1,0 +1,129 @@
+"""Verifier: a fresh conversation that labels (or, for NER, annotates) the new inputs and rejects
+the invalid ones.
+
+It sees only the texts and the label set, never the Generator's intent. Cheap checks (empty,
+too long, duplicate, equal to an evaluation text) run before any tokens are spent on labelling.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+from pydantic import BaseModel
+
+from evokd.agents.alignment import Entity, align
+from evokd.agents.analyst import usage_of
+from evokd.agents.llm import StructuredOutputError
+from evokd.graph.context import Context, normalise
+from evokd.graph.records import SampleRecord
+from evokd.graph.state import RunState
+
+
+class LabelItem(BaseModel):
+    id: int
+    label: str
+
+
+class VerifierReply(BaseModel):
+    labels: list[LabelItem]
+
+
+class SentenceEntities(BaseModel):
+    id: int
+    entities: list[Entity]
+
+
+class NerVerifierReply(BaseModel):
+    sentences: list[SentenceEntities]
+
+
+def precheck(text: str, seen: set[str], eval_keys: set[str], max_chars: int) -> str | None:
+    """Why a text is rejected before labelling, or None. `seen` gains the text when it passes."""
+    key = normalise(text)
+    if not key:
+        return "empty text"
+    if len(text) > max_chars:
+        return f"text longer than {max_chars} characters"
+    if key in eval_keys:
+        return "equal to a dev/test text"
+    if key in seen:
+        return "duplicate of an earlier sample"
+    seen.add(key)
+    return None
+
+
+def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str | None]:
+    """(label, None) when valid, else (label, reason). Matching forgives case and spacing."""
+    if label is None:
+        return None, "no label returned"
+    by_key = {lab.casefold(): lab for lab in labels}
+    canonical = by_key.get(label.strip().casefold())
+    if canonical is None:
+        return label, f"label {label!r} not in the label set"
+    return canonical, None
+
+
+def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any], list[Any]]:
+    """The teacher's annotation of each text (a label, or an entity list for NER; None where it
+    gave none), and the call records. Items are matched to texts by their 1-based id."""
+    task = ctx.cfg.task
+    messages, template = ctx.prompts.messages(
+        "verifier", task_description=task.description, labels=task.labels,
+        label_descriptions=task.label_descriptions, texts=texts)
+    schema = NerVerifierReply if task.type == "ner" else VerifierReply
+    reply, _, calls = ctx.teacher.ask(messages, schema, round=round, node="verifier",
+                                      prompt_file=template.name, prompt_sha256=template.sha256)
+    items = reply.sentences if isinstance(reply, NerVerifierReply) else reply.labels
+    out: list[Any] = [None] * len(texts)
+    for item in items:
+        if 1 <= item.id <= len(texts) and out[item.id - 1] is None:
+            out[item.id - 1] = item.entities if isinstance(item, SentenceEntities) else item.label
+    return out, calls
+
+
+def judge(record: SampleRecord, annotation: Any, ctx: Context) -> None:
+    """Fill a record's label (or tokens and tags) from the annotation, accepting it when valid."""
+    task = ctx.cfg.task
+    if task.type == "ner":
+        if annotation is None:
+            record.reason = "no annotation returned"
+            return
+        aligned = align(record.text, annotation, task.labels)
+        record.tokens, record.tags, record.reason = aligned.tokens, aligned.tags, aligned.reason
+    else:
+        record.label, record.reason = check_label(annotation, task.labels)
+    record.accepted = record.reason is None
+
+
+def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx = runtime.context
+    loop = ctx.cfg.loop
+    round = state["round"]
+    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
+    records: list[SampleRecord] = []
+    to_label: list[SampleRecord] = []
+    for cand in state.get("candidates", []):
+        record = SampleRecord(round=round, text=cand["text"], intent=cand["intent"], accepted=False,
+                              method=ctx.cfg.loop.method)
+        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
+        records.append(record)
+        if record.reason is None:
+            to_label.append(record)
+    calls: list[Any] = []
+    size = loop.verifier_batch_size
+    for start in range(0, len(to_label), size):
+        chunk = to_label[start:start + size]
+        try:
+            annotations, new_calls = annotate_batch([r.text for r in chunk], ctx, round)
+            calls += new_calls
+        except StructuredOutputError as exc:
+            # One bad batch costs its samples, not the run.
+            calls += exc.calls
+            for record in chunk:
+                record.reason = f"verifier reply invalid: {exc}"
+            continue
+        for record, annotation in zip(chunk, annotations, strict=True):
+            judge(record, annotation, ctx)
+    batch = [r.model_dump(mode="json") for r in records]
+    return {"batch": batch, "usage": usage_of(calls, ctx)}

@@ -1,0 +1,3 @@
+from evokd.cli import app
+
+app()

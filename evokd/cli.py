@@ -1,0 +1,236 @@
+"""The `evokd` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Evolving knowledge distillation: teach a small student with a teacher LLM.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server).", no_args_is_help=True)
+prompts_app = typer.Typer(help="Agent prompt templates.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+app.add_typer(prompts_app, name="prompts")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _known_errors() -> tuple[type[Exception], ...]:
+    from evokd.agents.llm import StructuredOutputError, TeacherUnreachable
+    from evokd.agents.prompts import PromptError
+    from evokd.agents.teacher import TeacherError
+    from evokd.config import ConfigError
+    from evokd.graph.runner import RunError
+    from evokd.student.data import DataError
+
+    return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
+            StructuredOutputError)
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err, show_path=False)])
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="TOML config (not needed with --resume)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value")] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue an interrupted run folder")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (else the embedded teacher)")] = None,
+    model: Annotated[str | None, typer.Option(help="teacher model name at --base-url")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="directory overriding any of the agent prompts")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
+    from evokd.config import load_config
+    from evokd.graph.runner import RunError, execute, load_task_data, resume_config
+    from evokd.graph.runfolder import RunFolder
+    from evokd.graph.trace import write_atomic
+    from evokd.view import LiveView
+
+    _setup_logging(verbose)
+    overrides = list(set_ or [])
+    if base_url:
+        overrides.append(f"llm.base_url={_quote(base_url)}")
+    if model:
+        overrides.append(f"llm.model={_quote(model)}")
+    if prompts:
+        overrides.append(f"prompts_dir={_quote(str(prompts.resolve()))}")
+    run_folder = None
+    try:
+        if resume is not None:
+            cfg, run_folder = resume_config(resume, overrides)
+        elif config is None:
+            raise RunError("give a CONFIG file, or --resume RUN_DIR")
+        else:
+            cfg = load_config(config, overrides)
+            from evokd.agents.prompts import PromptSet
+
+            # Everything checkable is checked before the run folder exists: a bad input writes nothing.
+            load_task_data(cfg)
+            PromptSet(cfg.task.type, cfg.prompts_dir)
+            run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
+            from evokd.config import dump_config
+
+            write_atomic(run_folder.config, dump_config(cfg))
+        console.print(f"run folder: [bold]{run_folder.root}[/]")
+        metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
+        with LiveView(console, metric=metric) as view:
+            result = execute(cfg, run=run_folder, resume=resume is not None, events=view.events(),
+                             on_status=view.say)
+    except _known_errors() as exc:
+        hint = f"; finished rounds are saved: evokd run --resume {run_folder.root}" \
+            if run_folder is not None and run_folder.checkpoints_db.exists() else ""
+        fail(f"{exc}{hint}")
+    except KeyboardInterrupt:
+        where = f": evokd run --resume {run_folder.root}" if run_folder is not None else ""
+        fail(f"interrupted; finished rounds are saved{where}", code=130)
+    console.print(result.run.summary.read_text(encoding="utf-8") if result.run.summary.exists() else "")
+    console.print(f"[bold green]done[/]: {result.run.root}")
+
+
+def _quote(value: str) -> str:
+    import json
+
+    return json.dumps(value)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (its best student) or a student folder")],
+    texts: Annotated[list[str], typer.Argument(help="texts to label")],
+) -> None:
+    """Label texts with a run's best student."""
+    from evokd.graph.runner import resume_config
+    from evokd.student.model import load_student
+
+    try:
+        cfg, run = resume_config(run_dir)
+    except _known_errors() as exc:
+        fail(str(exc))
+    if not run.student.exists():
+        fail(f"{run.student}: no student saved yet")
+    from evokd.student.data import Sample, tokenize
+
+    student = load_student(run.student, cfg.task, cfg.student)
+    if cfg.task.type == "ner":
+        samples = [Sample(text=t, tokens=tokenize(t)) for t in texts]
+    else:
+        samples = [Sample(text=t) for t in texts]
+    for sample, pred in zip(samples, student.predict(samples), strict=True):
+        if pred.label is not None:
+            conf = f" ({pred.probs[pred.label]:.2f})" if pred.probs else ""
+            console.print(f"[bold]{pred.label}[/]{conf}\t{sample.text}", highlight=False)
+        else:
+            tagged = " ".join(f"{tok}/{tag}" if tag != "O" else tok
+                              for tok, tag in zip(sample.tokens or [], pred.tags or [], strict=True))
+            console.print(tagged, highlight=False)
+
+
+@teacher_app.command("start")
+def teacher_start(
+    weights: Annotated[str, typer.Option(help="qwen2.5-coder-1.5b or qwen2.5-coder-0.5b")] = "qwen2.5-coder-1.5b",
+    gguf: Annotated[Path | None, typer.Option(help="a GGUF file instead of the packaged weights")] = None,
+) -> None:
+    """Start a shared teacher server that later runs reuse."""
+    from evokd.agents.teacher import find_running, start_background
+    from evokd.config import TeacherConfig
+
+    try:
+        running = find_running()
+        if running is not None:
+            console.print(f"already running: {running.base_url} ({running.weights}, pid {running.pid})")
+            return
+        with console.status("starting the teacher (first start assembles the weights)"):
+            info = start_background(TeacherConfig(weights=weights, gguf=gguf))
+    except _known_errors() as exc:
+        fail(str(exc))
+    console.print(f"teacher up: {info.base_url} ({info.weights}, pid {info.pid}, log {info.log_path})")
+
+
+@teacher_app.command("status")
+def teacher_status() -> None:
+    """Is a shared teacher running?"""
+    from evokd.agents.teacher import find_running
+
+    info = find_running()
+    if info is None:
+        console.print("no teacher running")
+        raise typer.Exit(1)
+    console.print(f"running: {info.base_url} ({info.weights}, pid {info.pid}, log {info.log_path})")
+
+
+@teacher_app.command("stop")
+def teacher_stop() -> None:
+    """Stop the shared teacher."""
+    from evokd.agents.teacher import stop_background
+
+    console.print("stopped" if stop_background() else "no teacher running")
+
+
+@prompts_app.command("list")
+def prompts_list(task: Annotated[str, typer.Option(help="classification or ner")] = "classification",
+                 prompts: Annotated[Path | None, typer.Option(help="override directory")] = None) -> None:
+    """List the prompt templates a run would use, and where each comes from."""
+    from evokd.agents.prompts import PromptSet
+
+    try:
+        ps = PromptSet(task, prompts)
+    except _known_errors() as exc:
+        fail(str(exc))
+    for key, template in ps.templates.items():
+        console.print(f"{key:<18} {template.sha256[:12]}  {template.source}", highlight=False)
+
+
+@prompts_app.command("show")
+def prompts_show(agent: Annotated[str, typer.Argument(help="analyst, generator or verifier")],
+                 task: Annotated[str, typer.Option()] = "classification",
+                 prompts: Annotated[Path | None, typer.Option()] = None) -> None:
+    """Print an agent's templates."""
+    from evokd.agents.prompts import PromptSet
+
+    try:
+        ps = PromptSet(task, prompts)
+    except _known_errors() as exc:
+        fail(str(exc))
+    found = {k: t for k, t in ps.templates.items() if k.split(".")[0] == agent}
+    if not found:
+        fail(f"unknown agent {agent!r}; one of analyst, generator, verifier")
+    for key, template in found.items():
+        console.rule(f"{key}  ({template.source})")
+        console.print(template.text, markup=False, highlight=False)
+
+
+@prompts_app.command("export")
+def prompts_export(directory: Annotated[Path, typer.Argument(help="where to write the templates")]) -> None:
+    """Copy all packaged templates to DIR, to edit and pass back with --prompts DIR."""
+    import shutil
+
+    from evokd.agents.prompts import packaged_dir
+
+    src = packaged_dir()
+    for path in sorted(src.glob("*/*.j2")):
+        target = directory / path.parent.name / path.name
+        if target.exists():
+            fail(f"{target} exists; export into an empty directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        console.print(str(target))
+
+
+def main() -> None:  # pragma: no cover
+    sys.exit(app())

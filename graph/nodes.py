@@ -1,0 +1,237 @@
+"""The student-facing nodes: seed training, probe, trainer, the stop decision, and the finish."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evokd.graph.context import Context
+from evokd.graph.records import Decision, RoundMetrics, SampleRecord
+from evokd.graph.route import stop_reason
+from evokd.graph.state import RunState
+from evokd.graph.trace import write_atomic, write_jsonl_atomic
+from evokd.student.data import Sample
+
+
+def to_sample(record: dict[str, Any]) -> Sample:
+    return Sample(text=record["text"], label=record.get("label"), tokens=record.get("tokens"),
+                  tags=record.get("tags"))
+
+
+def predicted_value(prediction: Any) -> str | list[str] | None:
+    return prediction.label if prediction.label is not None else prediction.tags
+
+
+def is_correct(record: dict[str, Any]) -> bool:
+    gold = record.get("label") if record.get("tags") is None else record.get("tags")
+    return record.get("predicted") == gold
+
+
+def describe_entities(tokens: list[str], tags: list[str] | None) -> str:
+    """BIO tags as the Analyst reads them: "Ada Lovelace (PER), London (LOC)" or "none"."""
+    from evokd.student.metrics import entities
+
+    found = [f"{' '.join(tokens[start:end])} ({type_})" for type_, start, end in entities(tags or [])]
+    return ", ".join(found) or "none"
+
+
+def for_analyst(record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("tokens") is None:
+        return record
+    return {**record, "gold_entities": describe_entities(record["tokens"], record.get("tags")),
+            "predicted_entities": describe_entities(record["tokens"], record.get("predicted"))}
+
+
+def review_sample(state: RunState, size: int, seed: int) -> list[dict[str, Any]]:
+    """Earlier accepted samples replayed with a new batch (the paper's "review")."""
+    earlier = [s for s in state.get("samples", []) if s["accepted"] and s["intent"] != "seed"]
+    rng = random.Random(seed)
+    return rng.sample(earlier, min(size, len(earlier)))
+
+
+def write_run_files(ctx: Context, samples: list[dict], history: list[dict]) -> None:
+    """samples.jsonl and metrics.jsonl are rewritten whole from the state, so a resumed round
+    can never leave a duplicate line behind."""
+    write_jsonl_atomic(ctx.run.samples, samples)
+    write_jsonl_atomic(ctx.run.metrics, history)
+
+
+def _round_seconds(state: RunState, own: dict[str, float]) -> dict[str, float]:
+    """This round's wall time split, from the cumulative counters at the end of the previous round."""
+    usage = state.get("usage", {})
+    before = state["history"][-1]["usage_at_end"] if state.get("history") else {}
+    spent = {k: usage.get(k, 0.0) - before.get(k, 0.0) + own.get(k, 0.0)
+             for k in ("llm", "train", "eval", "total")}
+    spent["other"] = max(spent["total"] - spent["llm"] - spent["train"] - spent["eval"], 0.0)
+    return spent
+
+
+def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, batch: list[dict],
+                  train_size: int, own: dict[str, float], started: float) -> dict[str, Any]:
+    """Evaluate on dev, checkpoint, track the best round and write the round's files."""
+    t0 = time.time()
+    report = student.evaluate(ctx.data.dev)
+    own["eval"] = time.time() - t0
+    checkpoint = ctx.run.round_checkpoint(round)
+    student.save(checkpoint)
+    ctx.holder.source = str(checkpoint)
+    best_round, best_f1 = state.get("best_round", 0), state.get("best_f1", float("-inf"))
+    improved = report.f1 > best_f1
+    if improved:
+        best_round, best_f1 = round, report.f1
+        ctx.run.keep_best(checkpoint)
+    # Keep this round (resume point), the previous one (in case this round is redone) and the best.
+    ctx.run.prune_checkpoints({round, round - 1, best_round})
+    own["total"] = time.time() - started
+    usage = state.get("usage", {})
+    seconds = _round_seconds(state, own)
+    accepted = sum(1 for s in batch if s["accepted"])
+    metrics = RoundMetrics(
+        round=round, f1=report.f1, dev=report.model_dump(mode="json"), accepted=accepted,
+        rejected=len(batch) - accepted, train_size=train_size,
+        tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
+        cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round,
+        method=ctx.cfg.loop.method,
+    ).model_dump(mode="json")
+    # Cumulative counters at the end of the round, so the next round can compute its own split.
+    metrics["usage_at_end"] = {k: usage.get(k, 0.0) + own.get(k, 0.0) for k in ("llm", "train", "eval", "total")}
+    history = [*state.get("history", []), metrics]
+    samples = [*state.get("samples", []), *batch]
+    write_run_files(ctx, samples, history)
+    ctx.run.write_round_artifact(round, "metrics.json", metrics)
+    ctx.events.round_finished(metrics)
+    return {
+        "samples": samples, "history": history, "best_round": best_round, "best_f1": best_f1,
+        "student_dir": str(checkpoint),
+        # The wrapper adds the node's wall time to "total"; train and eval are ours to report.
+        "usage": {"train": own.get("train", 0.0), "eval": own["eval"]},
+    }
+
+
+def seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Round 0: a fresh student fine-tuned on the k-shot gold seed set."""
+    ctx = runtime.context
+    started = time.time()
+    student = ctx.holder.fresh()
+    batch = [SampleRecord(round=0, text=s.text, intent="seed", label=s.label, tokens=s.tokens,
+                          tags=s.tags, accepted=True, method=ctx.cfg.loop.method).model_dump(mode="json")
+             for s in ctx.data.seed]
+    t0 = time.time()
+    student.fit(ctx.data.seed, epochs=ctx.cfg.student.seed_epochs, seed=ctx.cfg.student.seed,
+                on_step=lambda done, total: ctx.events.progress("seed training", done, total))
+    own = {"train": time.time() - t0}
+    update = _finish_round({**state, "round": 0}, ctx, round=0, student=student, batch=batch,
+                           train_size=len(ctx.data.seed), own=own, started=started)
+    return {**update, "round": 0, "latest": batch}
+
+
+def probe(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Split the latest batch into samples the student got right and wrong.
+
+    Round 1 probes the seed set with the seeded student (as in the paper); later rounds use the
+    predictions the student made on the previous batch before it trained on it, which is what
+    tells the Analyst something new."""
+    ctx = runtime.context
+    round = state["round"] + 1
+    latest = [dict(s) for s in state.get("latest", []) if s["accepted"]]
+    if round == 1:
+        student = ctx.holder.at(state["student_dir"])
+        for record, prediction in zip(latest, student.predict([to_sample(s) for s in latest]), strict=True):
+            record["predicted"] = predicted_value(prediction)
+    shown = ctx.cfg.loop.max_shown
+    rng = random.Random(ctx.cfg.sampling.seed + round)
+    correct = [s for s in latest if is_correct(s)]
+    incorrect = [s for s in latest if not is_correct(s)]
+    return {
+        "round": round,
+        "correct": [for_analyst(s) for s in rng.sample(correct, min(shown, len(correct)))],
+        "incorrect": [for_analyst(s) for s in rng.sample(incorrect, min(shown, len(incorrect)))],
+        # A new round starts a new Analyst conversation.
+        "conversation": [], "candidates": [], "batch": [], "analysis": "",
+    }
+
+
+def trainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Continue training on the round's accepted samples plus the seed set and a review sample."""
+    ctx = runtime.context
+    started = time.time()
+    round = state["round"]
+    student = ctx.holder.at(state["student_dir"])
+    batch = [dict(s) for s in state.get("batch", [])]
+    accepted = [s for s in batch if s["accepted"]]
+    for record, prediction in zip(accepted, student.predict([to_sample(s) for s in accepted]), strict=True):
+        record["predicted"] = predicted_value(prediction)
+    seed_samples = [s for s in state.get("samples", []) if s["intent"] == "seed"]
+    review = review_sample(state, ctx.cfg.loop.review_size, ctx.cfg.sampling.seed + round)
+    train = [to_sample(s) for s in [*accepted, *seed_samples, *review]]
+    own: dict[str, float] = {"train": 0.0}
+    if accepted:
+        t0 = time.time()
+        student.fit(train, epochs=ctx.cfg.student.epochs_per_round, seed=ctx.cfg.student.seed + round,
+                    on_step=lambda done, total: ctx.events.progress("training", done, total))
+        own["train"] = time.time() - t0
+    update = _finish_round(state, ctx, round=round, student=student, batch=batch,
+                           train_size=len(train) if accepted else 0, own=own, started=started)
+    return {**update, "latest": accepted}
+
+
+def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx = runtime.context
+    reason = stop_reason(state, ctx.cfg.loop)
+    ctx.trace.write(Decision(round=state["round"], next="stop" if reason else "continue", stop_reason=reason))
+    return {"stop_reason": reason}
+
+
+def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Score the best round on test and write summary.md."""
+    ctx = runtime.context
+    test = None
+    if ctx.data.test:
+        best = ctx.holder.at(str(ctx.run.round_checkpoint(state["best_round"])))
+        test = best.evaluate(ctx.data.test).model_dump(mode="json")
+    write_atomic(ctx.run.summary, render_summary(state, ctx, test))
+    return {"test": test}
+
+
+def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
+    history = state.get("history", [])
+    seed_f1 = history[0]["f1"] if history else float("nan")
+    best = history[state.get("best_round", 0)] if history else {}
+    usage = state.get("usage", {})
+    metric = "macro-F1" if ctx.cfg.task.type == "classification" else "micro-F1 (seqeval)"
+    lines = [
+        f"# evokd run {ctx.run.root.name}",
+        "",
+        f"- task: {ctx.cfg.task.name} ({ctx.cfg.task.type}), labels: {', '.join(ctx.cfg.task.labels)}",
+        f"- teacher: {ctx.teacher.cfg.model} at {ctx.teacher.base_url}",
+        f"- student: {ctx.cfg.student.model}",
+        f"- method: {ctx.cfg.loop.method}",
+        f"- stop reason: {state.get('stop_reason')}",
+        "",
+        "| | dev " + metric + " |",
+        "|---|---|",
+        f"| seed (round 0) | {seed_f1:.4f} |",
+        f"| best (round {state.get('best_round', 0)}) | {best.get('f1', float('nan')):.4f} |",
+    ]
+    if test is not None:
+        lines.append(f"| test, best round | {test['f1']:.4f} |")
+    lines += [
+        "",
+        f"- rounds: {len(history) - 1} generation rounds after the seed round",
+        f"- samples: {sum(h['accepted'] for h in history[1:])} accepted, "
+        f"{sum(h['rejected'] for h in history[1:])} rejected",
+        f"- teacher tokens: {int(usage.get('tokens_in', 0))} in, {int(usage.get('tokens_out', 0))} out; "
+        f"cost {usage.get('cost', 0.0):.4f}",
+        f"- time: {usage.get('total', 0.0) / 60:.1f} min (LLM {usage.get('llm', 0.0) / 60:.1f}, "
+        f"train {usage.get('train', 0.0) / 60:.1f}, eval {usage.get('eval', 0.0) / 60:.1f})",
+        "",
+        "| round | dev F1 | accepted | rejected | tokens (cumulative) |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {h['round']} | {h['f1']:.4f} | {h['accepted']} | {h['rejected']} | "
+              f"{h['tokens_in'] + h['tokens_out']} |" for h in history]
+    lines += ["", "The best student is in `student/` (load it with `transformers.pipeline`).", ""]
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Typed records of a run: what the trace, samples and metrics files hold.
+
+Every line of `trace.jsonl` is one of the `TraceRecord` kinds, tagged by `kind` and versioned by
+`schema_version`, so a reader (or a replay) can validate a run written by another evokd version.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field
+
+SCHEMA_VERSION = 1
+
+
+class _Record(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+
+
+class RunHeader(_Record):
+    kind: Literal["run"] = "run"
+    run_id: str
+    evokd_version: str
+    created_at: float
+    config_hash: str
+    config: dict[str, Any]
+    teacher_model: str
+    teacher_url: str
+    student_model: str
+    seeds: dict[str, int]
+    libraries: dict[str, str]
+    prompts: dict[str, str] = {}  # template name -> SHA-256
+    parent: str | None = None
+    resumed: bool = False
+
+
+class LLMCall(_Record):
+    kind: Literal["llm_call"] = "llm_call"
+    round: int
+    node: str
+    model: str = ""
+    attempt: int = 0
+    transport_retries: int = 0
+    request_key: str
+    schema_name: str
+    prompt_file: str = ""
+    prompt_sha256: str = ""
+    messages: list[dict[str, str]]
+    reply: str | None = None
+    parsed: dict[str, Any] | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    latency_s: float = 0.0
+    started_at: float = 0.0
+    error: str | None = None
+    # Served from an earlier recording (resume or replay) instead of asking the teacher again.
+    from_record: bool = False
+
+
+class NodeTurn(_Record):
+    kind: Literal["node"] = "node"
+    round: int
+    node: str
+    started_at: float
+    ended_at: float
+    seconds: float
+    # What the node produced, small enough to read in a terminal (counts, labels, F1...).
+    output: dict[str, Any] = {}
+    error: str | None = None
+
+
+class Decision(_Record):
+    kind: Literal["decision"] = "decision"
+    round: int
+    next: Literal["continue", "stop"]
+    stop_reason: str | None = None
+    detail: str = ""
+
+
+TraceRecord = Annotated[RunHeader | LLMCall | NodeTurn | Decision, Field(discriminator="kind")]
+
+
+class SampleRecord(BaseModel):
+    """One generated (or seed) sample and what happened to it: a line of samples.jsonl."""
+
+    round: int
+    text: str
+    intent: Literal["hard", "easy", "seed"]
+    label: str | None = None
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+    accepted: bool
+    reason: str | None = None
+    # The student's prediction before it trained on this sample (label, or BIO tags for NER).
+    predicted: str | list[str] | None = None
+    method: str = "evokd"
+
+
+class RoundMetrics(BaseModel):
+    """One line of metrics.jsonl: the student after a round, and what the round cost."""
+
+    round: int
+    f1: float
+    dev: dict[str, Any]
+    accepted: int
+    rejected: int
+    train_size: int
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    seconds: dict[str, float]
+    best_round: int
+    method: str = "evokd"

@@ -1,0 +1,194 @@
+"""Set up and run (or resume) one EvoKD run: run folder, teacher, data, checkpointer, graph."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import os
+import platform
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+import evokd
+from evokd.agents.llm import Teacher, make_chat_model, resolve_mode
+from evokd.agents.prompts import PromptSet
+from evokd.config import RunConfig, dump_config, load_config
+from evokd.graph.build import build_graph, recursion_limit
+from evokd.graph.context import Context, Events, StudentHolder, TaskData
+from evokd.graph.records import LLMCall, RunHeader
+from evokd.graph.runfolder import RunFolder
+from evokd.graph.trace import TraceWriter, read_trace, write_atomic
+from evokd.student.data import DataError, cap, read_samples, sample_k_shot
+
+log = logging.getLogger("evokd.run")
+THREAD = {"configurable": {"thread_id": "evokd"}}
+
+
+class RunError(Exception):
+    """A run could not start or continue; the message is one line for the user."""
+
+
+@dataclass
+class RunResult:
+    run: RunFolder
+    state: dict[str, Any]
+
+
+def load_task_data(cfg: RunConfig) -> TaskData:
+    if cfg.data.hf_dataset:
+        return _load_hf(cfg)
+    assert cfg.data.seed is not None and cfg.data.dev is not None  # the config validator ensures it
+    pool = read_samples(cfg.data.seed, cfg.task)
+    seed = sample_k_shot(pool, cfg.task, cfg.sampling.k_per_class, cfg.sampling.seed)
+    dev = cap(read_samples(cfg.data.dev, cfg.task), cfg.data.dev_limit, cfg.sampling.seed)
+    test = cap(read_samples(cfg.data.test, cfg.task), cfg.data.test_limit, cfg.sampling.seed) \
+        if cfg.data.test else []
+    if not seed:
+        raise DataError(f"{cfg.data.seed}: no seed samples")
+    if not dev:
+        raise DataError(f"{cfg.data.dev}: no dev samples (evokd never evaluates on training data)")
+    return TaskData(seed=seed, dev=dev, test=test)
+
+
+def _load_hf(cfg: RunConfig) -> TaskData:
+    """A Hugging Face dataset (needs a network and `pip install datasets`)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError("data.hf_dataset needs the `datasets` package: pip install datasets") from exc
+    from evokd.student.data import Sample
+
+    name, _, subset = cfg.data.hf_dataset.partition("/")
+    ds = datasets.load_dataset(name, subset or None)
+    task = cfg.task
+    names = ds["train"].features[task.label_column].names \
+        if hasattr(ds["train"].features[task.label_column], "names") else None
+
+    def rows(split: str) -> list[Sample]:
+        out = []
+        for row in ds[split]:
+            raw = row[task.label_column]
+            label = names[raw] if names else str(raw)
+            out.append(Sample(text=row[task.text_column], label=task.label_map.get(label, label)))
+        return out
+
+    dev_split = "validation" if "validation" in ds else "test"
+    return TaskData(
+        seed=sample_k_shot(rows("train"), task, cfg.sampling.k_per_class, cfg.sampling.seed),
+        dev=cap(rows(dev_split), cfg.data.dev_limit, cfg.sampling.seed),
+        test=cap(rows("test"), cfg.data.test_limit, cfg.sampling.seed) if "test" in ds else [],
+    )
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "langgraph", "langchain-openai", "pydantic", "seqeval"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def recorded_calls(trace: Path) -> dict[str, list[LLMCall]]:
+    """Replies already paid for in a run's trace, by request, in the order they were made."""
+    out: dict[str, list[LLMCall]] = {}
+    if not trace.exists():
+        return out
+    for record in read_trace(trace):
+        if isinstance(record, LLMCall) and record.reply is not None and not record.from_record:
+            out.setdefault(record.request_key, []).append(record)
+    return out
+
+
+@contextlib.contextmanager
+def teacher_endpoint(cfg: RunConfig, run: RunFolder, on_status: Any = None) -> Iterator[tuple[str, bool]]:
+    """(base_url, embedded): the configured endpoint, or the embedded teacher for the run's duration."""
+    if cfg.llm.base_url:
+        yield cfg.llm.base_url, False
+        return
+    from evokd.agents.teacher import local_teacher
+
+    with local_teacher(cfg.teacher, run.root, on_status=on_status) as info:
+        yield info.base_url, True
+
+
+def execute(
+    cfg: RunConfig,
+    *,
+    run: RunFolder | None = None,
+    resume: bool = False,
+    events: Events | None = None,
+    chat_model: Any = None,
+    base_url: str | None = None,
+    on_status: Any = None,
+) -> RunResult:
+    """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
+    data = load_task_data(cfg)
+    prompts = PromptSet(cfg.task.type, cfg.prompts_dir)
+    if run is None:
+        run = RunFolder.create(cfg.runs_dir, cfg.name)
+        write_atomic(run.config, dump_config(cfg))
+    recorded = recorded_calls(run.trace) if resume else {}
+    secret = os.environ.get(cfg.llm.api_key_env, "")
+    trace = TraceWriter(run.trace, secrets=[secret])
+    try:
+        if chat_model is not None:
+            endpoint: contextlib.AbstractContextManager = contextlib.nullcontext(
+                (base_url or "scripted", False))
+        else:
+            endpoint = teacher_endpoint(cfg, run, on_status)
+        with endpoint as (url, embedded):
+            model = chat_model if chat_model is not None else make_chat_model(cfg.llm, url)
+            events = events or Events()
+
+            def on_call(call: LLMCall) -> None:
+                trace.write(call)
+                events.llm_call(call)
+
+            teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
+                              on_call=on_call, recorded=recorded)
+            trace.write(RunHeader(
+                run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
+                config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
+                teacher_url=url, student_model=cfg.student.model,
+                seeds={"sampling": cfg.sampling.seed, "student": cfg.student.seed},
+                libraries=library_versions(), resumed=resume,
+                prompts=prompts.digests()))
+            ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
+                          holder=StudentHolder(cfg), trace=trace, events=events)
+            state = _invoke(ctx, resume)
+    finally:
+        trace.close()
+    return RunResult(run=run, state=state)
+
+
+def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
+    conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
+    try:
+        graph = build_graph().compile(checkpointer=SqliteSaver(conn))
+        config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
+        if resume:
+            snapshot = graph.get_state(config)
+            if not snapshot.values:
+                raise RunError(f"{ctx.run.root}: nothing to resume (no checkpoint yet); start a new run")
+            if not snapshot.next:
+                return dict(snapshot.values)  # already finished
+            return graph.invoke(None, config=config, context=ctx)
+        return graph.invoke({"round": 0}, config=config, context=ctx)
+    finally:
+        conn.close()
+
+
+def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[RunConfig, RunFolder]:
+    run = RunFolder(Path(run_dir))
+    if not run.config.exists():
+        raise RunError(f"{run_dir}: not a run folder (no config.toml)")
+    return load_config(run.config, overrides), run

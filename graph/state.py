@@ -1,0 +1,42 @@
+"""The graph state: plain JSON data only, so LangGraph's SQLite checkpointer can persist it.
+
+Heavy objects (the student, the teacher client, the trace writer) live in the runtime `Context`;
+the state names the student checkpoint to load instead of holding the model.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+
+def add_numbers(old: dict[str, float] | None, new: dict[str, float] | None) -> dict[str, float]:
+    """Reducer: node updates to counters (tokens, seconds) add up instead of overwriting."""
+    out = dict(old or {})
+    for key, value in (new or {}).items():
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+class RunState(TypedDict, total=False):
+    # 0 is the seed round; generation rounds count from 1.
+    round: int
+    # Every sample seen so far (seed, accepted, rejected) as SampleRecord dicts.
+    samples: list[dict[str, Any]]
+    # The batch the next probe looks at, with the student's predictions before it trained on them.
+    latest: list[dict[str, Any]]
+    correct: list[dict[str, Any]]
+    incorrect: list[dict[str, Any]]
+    # The Analyst and the Generator share this conversation within a round.
+    conversation: list[dict[str, str]]
+    analysis: str
+    candidates: list[dict[str, str]]
+    batch: list[dict[str, Any]]
+    # RoundMetrics dicts, one per finished round (round 0 included).
+    history: list[dict[str, Any]]
+    best_round: int
+    best_f1: float
+    student_dir: str
+    # Cumulative counters: tokens_in, tokens_out, cost, calls, llm, train, eval, total (seconds).
+    usage: Annotated[dict[str, float], add_numbers]
+    stop_reason: str | None
+    test: dict[str, Any] | None

@@ -1,0 +1,76 @@
+"""The run folder's append-only trace and its atomic file writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from evokd.graph.records import TraceRecord
+
+_TRACE = TypeAdapter(TraceRecord)
+
+
+class TraceError(Exception):
+    pass
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file so a crash leaves the old version or the new one, never half of either."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl_atomic(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:
+    lines = [r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r, ensure_ascii=False)
+             for r in rows]
+    write_atomic(path, "".join(line + "\n" for line in lines))
+
+
+class TraceWriter:
+    """Appends one JSON line per record, flushed at once so a crash loses at most the last line."""
+
+    def __init__(self, path: Path, secrets: Iterable[str] = ()) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = path.open("a", encoding="utf-8")
+        # Defence in depth: nothing should carry a key, but if it does it never reaches disk.
+        self._secrets = [s for s in secrets if s and len(s) >= 8]
+
+    def write(self, record: BaseModel) -> None:
+        line = record.model_dump_json()
+        for secret in self._secrets:
+            line = line.replace(secret, "[redacted]")
+        self._fh.write(line + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_trace(path: Path) -> Iterator[TraceRecord]:
+    """Validated records; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield _TRACE.validate_json(line)
+        except ValidationError as exc:
+            if number == len(lines):
+                return
+            raise TraceError(f"{path}:{number}: not a trace record: {exc.errors()[0]['msg']}") from exc

@@ -1,0 +1,416 @@
+"""Samples, and the readers that turn data files into them.
+
+A `Sample` is the unit that flows through the whole loop. Classification samples carry a `label`;
+NER samples carry word `tokens` and word-level BIO `tags` (`text` is then the tokens joined by spaces
+unless the source had the original sentence).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import re
+import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from evokd.config import TaskConfig
+
+
+class Sample(BaseModel):
+    text: str
+    label: str | None = None
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+
+
+class DataError(Exception):
+    """A data-file problem, phrased as one line naming the file and the line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenisation
+# ---------------------------------------------------------------------------------------------
+
+
+def _mark_ranges() -> str:
+    """A regex character-class body covering every combining mark (Unicode category M*).
+
+    Python's `\\w` excludes combining marks, which would split decomposed accents ("e" + U+0301)
+    and most Indic scripts into pieces; `re` has no `\\p{M}`, so the class is built once here.
+    """
+    marks = [cp for cp in range(0x30000) if unicodedata.category(chr(cp)).startswith("M")]
+    marks += range(0xE0100, 0xE01F0)  # variation selectors supplement
+    ranges: list[tuple[int, int]] = []
+    for cp in marks:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1] = (ranges[-1][0], cp)
+        else:
+            ranges.append((cp, cp))
+    return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in ranges)
+
+
+_MARKS = _mark_ranges()
+_W = rf"[\w{_MARKS}]"
+_TOKEN_RE = re.compile(
+    rf"""
+      (?:[^\W\d_]\.){{2,}}                  # dotted abbreviations: U.S., e.g.
+    | \d+(?:[.,:/-]\d+)+(?!{_W})            # numbers with separators: 1,000.50  3:45  1996-08-30
+    | \.{{2,}}                               # ellipsis
+    | ['’][sS](?!{_W})                      # possessive 's split off, so "Obama's" keeps "Obama" whole
+    | {_W}+(?:[-'’](?![sS](?!{_W})){_W}+)*  # words, incl. don't, O'Brien, all-rounder, COVID-19
+    | \S[{_MARKS}]*                        # any other visible character (punctuation, symbols, emoji)
+    """,
+    re.VERBOSE,
+)
+
+
+def token_offsets(text: str) -> list[tuple[int, int]]:
+    """Character offsets `(start, end)` of each token `tokenize(text)` returns."""
+    return [match.span() for match in _TOKEN_RE.finditer(text)]
+
+
+def tokenize(text: str) -> list[str]:
+    """Split text into words, numbers and punctuation; deterministic and Unicode aware.
+
+    Kept whole: dotted abbreviations ("U.S."), contractions ("don't"), hyphenated words and numbers
+    with separators ("1,000.50"). Split off: punctuation and the possessive "'s". Scripts written
+    without spaces (e.g. Chinese) are not segmented.
+    """
+    return [match.group() for match in _TOKEN_RE.finditer(text)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Tag schemes
+# ---------------------------------------------------------------------------------------------
+
+# Prefixes that continue an open entity (IOB1/BIO "I", BIOES "E"/"M", BILOU "L").
+_CONTINUE = {"I", "M", "E", "L"}
+# Prefixes after which the entity is closed, so a following continuation tag starts a new one.
+_CLOSE = {"E", "L", "S", "U"}
+_SINGLE = {"S", "U"}
+
+
+def split_tag(tag: str) -> tuple[str, str | None]:
+    """`"B-PER"` -> `("B", "PER")`, `"O"` -> `("O", None)`; anything else is a ValueError."""
+    if tag == "O":
+        return "O", None
+    prefix, sep, entity_type = tag.partition("-")
+    if not sep or not entity_type or prefix not in _CONTINUE | _CLOSE | {"B"}:
+        raise ValueError(f"tag {tag!r} is not 'O' or one of B-, I-, E-, L-, S-, U-, M- and a type")
+    return prefix, entity_type
+
+
+def normalise_bio(tags: list[str]) -> list[str]:
+    """Rewrite IOB1, BIO, BIOES/IOBES and BILOU tags as BIO.
+
+    A continuation tag (I-, E-, L-, M-) that does not continue an open entity of the same type
+    starts a new one, which also repairs ill-formed predicted sequences.
+    """
+    result: list[str] = []
+    open_type: str | None = None
+    for tag in tags:
+        prefix, entity_type = split_tag(tag)
+        if entity_type is None:
+            result.append("O")
+        elif prefix in _CONTINUE and entity_type == open_type:
+            result.append(f"I-{entity_type}")
+        else:
+            result.append(f"B-{entity_type}")
+        open_type = None if entity_type is None or prefix in _CLOSE else entity_type
+    return result
+
+
+def bio_from_spans(length: int, spans: list[tuple[str, int, int]]) -> list[str]:
+    """BIO tags for `length` tokens from `(type, start, end)` token spans (end exclusive)."""
+    tags = ["O"] * length
+    for entity_type, start, end in spans:
+        if not 0 <= start < end <= length:
+            raise ValueError(f"entity span [{start}, {end}) is outside the {length} tokens")
+        if any(tag != "O" for tag in tags[start:end]):
+            raise ValueError(f"entity span [{start}, {end}) overlaps another entity")
+        tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
+    return tags
+
+
+# ---------------------------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------------------------
+
+
+def _require_file(path: Path) -> None:
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+
+
+def _resolve_label(raw: object, task: TaskConfig, where: str) -> str:
+    value = str(raw).strip()
+    label = task.label_map.get(value, value)
+    if label not in task.labels:
+        raise DataError(f"{where}: label {value!r} is not one of {task.labels}")
+    return label
+
+
+def _classification_sample(row: dict[str, object], task: TaskConfig, where: str) -> Sample:
+    for column in (task.text_column, task.label_column):
+        if row.get(column) is None:
+            raise DataError(f"{where}: missing column {column!r}")
+    text = row[task.text_column]
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: empty text in column {task.text_column!r}")
+    return Sample(text=text.strip(), label=_resolve_label(row[task.label_column], task, where))
+
+
+def _read_delimited(path: Path, task: TaskConfig) -> list[Sample]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        header_line = handle.readline()
+        tab = path.suffix.lower() == ".tsv" or "\t" in header_line
+        handle.seek(0)
+        # GLUE-style TSV files are unquoted, and their sentences may start with a quote character.
+        reader = csv.reader(handle, delimiter="\t" if tab else ",",
+                            quoting=csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL)
+        try:
+            header = [name.strip() for name in next(reader)]
+        except StopIteration:
+            raise DataError(f"{path}:1: empty file, expected a header row") from None
+        for column in (task.text_column, task.label_column):
+            if column not in header:
+                raise DataError(f"{path}:1: no column {column!r} (columns: {', '.join(header)})")
+        samples: list[Sample] = []
+        line = reader.line_num + 1
+        try:
+            for values in reader:
+                if any(value.strip() for value in values):
+                    row: dict[str, object] = dict(zip(header, values, strict=False))
+                    samples.append(_classification_sample(row, task, f"{path}:{line}"))
+                line = reader.line_num + 1
+        except csv.Error as exc:
+            raise DataError(f"{path}:{line}: {exc}") from exc
+    return samples
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, object) for each non-blank line of a JSONL file."""
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+            if not isinstance(record, dict):
+                raise DataError(f"{path}:{number}: expected a JSON object")
+            yield number, record
+
+
+def _json_list(path: Path) -> list[dict[str, object]]:
+    try:
+        records = json.loads(path.read_text(encoding="utf-8-sig"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise DataError(f"{path}:1: expected a JSON list of objects")
+    return records
+
+
+def read_classification(path: Path, task: TaskConfig) -> list[Sample]:
+    """Read labelled texts from CSV, TSV (by extension or a tab in the header), JSONL or a JSON list.
+
+    Raw label values go through `task.label_map`; every problem is a DataError naming `file:line`.
+    """
+    path = Path(path)
+    _require_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return [_classification_sample(record, task, f"{path}:{number}")
+                for number, record in _json_lines(path)]
+    if suffix == ".json":
+        return [_classification_sample(record, task, f"{path}: item {index}")
+                for index, record in enumerate(_json_list(path))]
+    return _read_delimited(path, task)
+
+
+def _entity_type(raw: str, task: TaskConfig, where: str) -> str:
+    entity_type = task.label_map.get(raw, raw)
+    if entity_type not in task.labels:
+        raise DataError(f"{where}: entity type {raw!r} is not one of {task.labels}")
+    return entity_type
+
+
+def _ner_sample(tokens: list[str], raw_tags: list[str], task: TaskConfig, where: list[str]) -> Sample:
+    """A BIO sample from tags in any scheme; `where[i]` locates token i for error messages."""
+    typed: list[str] = []
+    for tag, location in zip(raw_tags, where, strict=True):
+        try:
+            prefix, raw_type = split_tag(tag)
+        except ValueError as exc:
+            raise DataError(f"{location}: {exc}") from None
+        typed.append(tag if raw_type is None else f"{prefix}-{_entity_type(raw_type, task, location)}")
+    return Sample(text=" ".join(tokens), tokens=tokens, tags=normalise_bio(typed))
+
+
+def _read_conll(path: Path, task: TaskConfig) -> list[Sample]:
+    samples: list[Sample] = []
+    tokens: list[str] = []
+    tags: list[str] = []
+    where: list[str] = []
+
+    def flush() -> None:
+        if tokens:
+            samples.append(_ner_sample(tokens.copy(), tags.copy(), task, where.copy()))
+        tokens.clear()
+        tags.clear()
+        where.clear()
+
+    with path.open(encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields or fields[0] == "-DOCSTART-":
+                flush()
+                continue
+            if len(fields) < 2:
+                raise DataError(f"{path}:{number}: expected 'token ... tag', got {line.strip()!r}")
+            tokens.append(fields[0])
+            tags.append(fields[-1])
+            where.append(f"{path}:{number}")
+    flush()
+    return samples
+
+
+def _ner_record(record: dict[str, object], task: TaskConfig, where: str) -> Sample:
+    """One JSON(L) record: {tokens, tags}, {tokens, entities: token spans} or {text, entities: char spans}."""
+    tokens = record.get("tokens")
+    if isinstance(tokens, list) and all(isinstance(t, str) for t in tokens):
+        tags = record.get("tags")
+        if tags is None:
+            tags = _tags_from_spans(len(tokens), record.get("entities"), None, task, where)
+        if not isinstance(tags, list) or len(tags) != len(tokens):
+            raise DataError(f"{where}: 'tags' must be a list as long as 'tokens'")
+        return _ner_sample(list(tokens), [str(t) for t in tags], task, [where] * len(tokens))
+    text = record.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{where}: expected 'tokens' and 'tags', or a non-empty 'text' and 'entities'")
+    offsets = token_offsets(text)
+    tags = _tags_from_spans(len(offsets), record.get("entities", []), (text, offsets), task, where)
+    tokens = [text[start:end] for start, end in offsets]
+    return _ner_sample(tokens, tags, task, [where] * len(tokens))
+
+
+def _tags_from_spans(
+    length: int,
+    entities: object,
+    chars: tuple[str, list[tuple[int, int]]] | None,
+    task: TaskConfig,
+    where: str,
+) -> list[str]:
+    """BIO tags from entity spans: token spans when `chars` is None, else character spans in its text."""
+    if not isinstance(entities, list):
+        raise DataError(f"{where}: 'entities' must be a list of {{start, end, type}}")
+    spans: list[tuple[str, int, int]] = []
+    for entity in entities:
+        if not isinstance(entity, dict) or not all(k in entity for k in ("start", "end", "type")):
+            raise DataError(f"{where}: each entity needs 'start', 'end' and 'type', got {entity!r}")
+        entity_type = _entity_type(str(entity["type"]), task, where)
+        start, end = int(entity["start"]), int(entity["end"])
+        if chars is not None:
+            start, end = _align_chars(chars[0], chars[1], start, end, where)
+        spans.append((entity_type, start, end))
+    try:
+        return bio_from_spans(length, spans)
+    except ValueError as exc:
+        raise DataError(f"{where}: {exc}") from None
+
+
+def _align_chars(
+    text: str, offsets: list[tuple[int, int]], start: int, end: int, where: str
+) -> tuple[int, int]:
+    """The token span `[first, last + 1)` whose characters are exactly `text[start:end]`."""
+    surface = text[start:end]
+    # Spans from generators often include a neighbouring space; that is not a boundary mismatch.
+    start += len(surface) - len(surface.lstrip())
+    end -= len(surface) - len(surface.rstrip())
+    starts = {s: i for i, (s, _) in enumerate(offsets)}
+    ends = {e: i for i, (_, e) in enumerate(offsets)}
+    if start >= end or start not in starts or end not in ends:
+        raise DataError(f"{where}: entity {surface!r} at [{start}, {end}) does not align with token "
+                        f"boundaries (tokens: {[text[s:e] for s, e in offsets]})")
+    return starts[start], ends[end] + 1
+
+
+def read_ner(path: Path, task: TaskConfig) -> list[Sample]:
+    """Read NER sentences as BIO-tagged samples over the entity types in `task.labels`.
+
+    Formats: CoNLL text (token ... tag per line), a JSON list of {tokens, tags} (conll04; tags in
+    any scheme) or of {tokens, entities: token spans}, and JSONL of {text, entities: char spans}
+    or {tokens, tags}. Raw types go through `task.label_map`.
+    """
+    path = Path(path)
+    _require_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return [_ner_record(record, task, f"{path}: sentence {index}")
+                for index, record in enumerate(_json_list(path))]
+    if suffix == ".jsonl":
+        return [_ner_record(record, task, f"{path}:{number}") for number, record in _json_lines(path)]
+    return _read_conll(path, task)
+
+
+def read_samples(path: Path, task: TaskConfig) -> list[Sample]:
+    """Read a data file for the configured task type."""
+    return read_ner(path, task) if task.type == "ner" else read_classification(path, task)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def entity_types(sample: Sample) -> set[str]:
+    """The entity types present in a BIO-tagged sample."""
+    return {tag[2:] for tag in sample.tags or [] if tag != "O"}
+
+
+def sample_k_shot(samples: list[Sample], task: TaskConfig, k: int, seed: int) -> list[Sample]:
+    """k samples per label (classification) or k sentences per entity type (NER); k = 0 means all.
+
+    Seeded and deterministic; a label with fewer than k samples contributes what it has. The result
+    keeps the input order.
+    """
+    if k == 0:
+        return list(samples)
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    if task.type == "ner":
+        chosen = _greedy_ner_shots(samples, task, k, order)
+    else:
+        chosen = set()
+        for label in task.labels:
+            chosen.update([i for i in order if samples[i].label == label][:k])
+    return [samples[i] for i in sorted(chosen)]
+
+
+def _greedy_ner_shots(samples: list[Sample], task: TaskConfig, k: int, order: list[int]) -> set[int]:
+    # Sentences picked for one type count toward every type they contain, which keeps the set small.
+    types = [entity_types(sample) for sample in samples]
+    chosen: set[int] = set()
+    for entity_type in task.labels:
+        have = sum(entity_type in types[i] for i in chosen)
+        for i in order:
+            if have >= k:
+                break
+            if i not in chosen and entity_type in types[i]:
+                chosen.add(i)
+                have += 1
+    return chosen
+
+
+def cap(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
+    """A seeded subsample of at most `limit` samples (input order kept); all of them when limit is None."""
+    if limit is None or len(samples) <= limit:
+        return list(samples)
+    keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
+    return [samples[i] for i in keep]

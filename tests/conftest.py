@@ -1,0 +1,114 @@
+"""Shared fixtures: a tiny student model, demo configs, and a scripted teacher."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a real transformers model that trains in
+    a blink, so graph tests exercise the real student code without the cost of the real weights."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from evokd.student.model import resolve_model_path
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("default"))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_config(tmp_path: Path, model_dir: Path, **loop: object) -> Path:
+    """A classification config on the sentiment demo data with a tiny student; loop overrides."""
+    demo = ROOT / "examples" / "sentiment" / "data"
+    loop_items = {"n_hard": 2, "n_easy": 2, "review_size": 4, "max_rounds": 2, "patience": 5, **loop}
+    lines = [
+        'name = "test"',
+        f"runs_dir = {json.dumps(str(tmp_path / 'runs'))}",
+        "[task]",
+        'labels = ["negative", "positive"]',
+        "[data]",
+        f"seed = {json.dumps(str(demo / 'seed.csv'))}",
+        f"dev = {json.dumps(str(demo / 'dev.csv'))}",
+        f"test = {json.dumps(str(demo / 'test.csv'))}",
+        "[student]",
+        f"model = {json.dumps(str(model_dir))}",
+        "epochs_per_round = 1",
+        "seed_epochs = 2",
+        "max_length = 32",
+        "batch_size = 8",
+        "[llm]",
+        'base_url = "http://scripted.invalid/v1"',
+        "backoff_seconds = 0",
+        "[loop]",
+        *[f"{k} = {json.dumps(v)}" for k, v in loop_items.items()],
+    ]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+POSITIVE = re.compile(r"\b(good|great|love|loved|superb|delight)", re.I)
+
+
+class SentimentTeacher:
+    """A scripted teacher that behaves like a sensible one: it analyses, writes distinct sentences
+    each round, and labels by keyword. Tests tweak its attributes to inject faults."""
+
+    def __init__(self) -> None:
+        self.round = 0
+        self.generator_reply: str | None = None
+        self.verifier_reply: str | None = None
+        self.seen_verifier_prompts: list[str] = []
+
+    def __call__(self, messages: list) -> str:
+        last = str(messages[-1].content)
+        if "summarize the patterns" in last:
+            self.round += 1
+            return json.dumps({"summary": f"round {self.round}: struggles with negation and sarcasm"})
+        if "Based on your summary" in last:
+            if self.generator_reply is not None:
+                return self.generator_reply
+            r = self.round
+            return json.dumps(
+                {
+                    "hard": [f"Not a good film, round {r} take one.", f"I loved nothing in round {r}."],
+                    "easy": [f"A great and superb delight {r}.", f"Awful and boring, a waste {r}."],
+                }
+            )
+        if "Label each one" in last:
+            self.seen_verifier_prompts.append(last)
+            if self.verifier_reply is not None:
+                return self.verifier_reply
+            texts = re.findall(r"^(\d+)\. (.*)$", last, re.M)
+            labels = [
+                {
+                    "id": int(i),
+                    "label": "positive"
+                    if POSITIVE.search(t) and "Not" not in t and "nothing" not in t
+                    else "negative",
+                }
+                for i, t in texts
+            ]
+            return json.dumps({"labels": labels})
+        raise AssertionError(f"unexpected request: {last[:200]}")
