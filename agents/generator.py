@@ -5,16 +5,24 @@ from __future__ import annotations
 from typing import Any
 
 from langgraph.runtime import Runtime
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.analyst import prompt_variables, usage_of
 from evokd.graph.context import Context, normalise
 from evokd.graph.state import RunState
 
 
-class GeneratorReply(BaseModel):
-    hard: list[str] = Field(default_factory=list, description="inputs the student will likely get wrong")
-    easy: list[str] = Field(default_factory=list, description="inputs the student will likely get right")
+def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
+    """Hard and easy texts. The counts are in the JSON schema, so a grammar-constrained backend
+    returns exactly that many; validation is lenient, since a short list is topped up instead."""
+
+    def texts(n: int, what: str) -> Any:
+        return (list[str], Field(default_factory=list, description=what,
+                                 json_schema_extra={"minItems": n, "maxItems": n}))
+
+    return create_model("GeneratorReply",
+                        hard=texts(n_hard, "inputs the student will likely get wrong"),
+                        easy=texts(n_easy, "inputs the student will likely get right"))
 
 
 def take_new(texts: list[str], want: int, seen: set[str]) -> list[str]:
@@ -49,7 +57,7 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             "generator", **variables, n_hard=max(need_hard, 0), n_easy=max(need_easy, 0))
         user = messages[-1]  # the generator speaks in the analyst's conversation, no new system prompt
         reply, conversation, new_calls = ctx.teacher.ask(
-            [*conversation, user], GeneratorReply, round=state["round"],
+            [*conversation, user], reply_schema(max(need_hard, 0), max(need_easy, 0)), round=state["round"],
             node="generator" if attempt == 0 else "generator-top-up",
             prompt_file=template.name, prompt_sha256=template.sha256)
         calls += new_calls

@@ -21,6 +21,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ValidationError
 
+from evokd.agents.recording import Recording
 from evokd.config import LLMConfig
 from evokd.graph.records import LLMCall
 
@@ -132,7 +133,7 @@ class Teacher:
         mode: str,
         base_url: str = "",
         on_call: Callable[[LLMCall], None] | None = None,
-        recorded: dict[str, list[LLMCall]] | None = None,
+        recording: Recording | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.chat_model = chat_model
@@ -140,8 +141,8 @@ class Teacher:
         self.mode = mode
         self.base_url = base_url
         self.on_call = on_call or (lambda call: None)
-        # Replies already paid for (an interrupted run being resumed): served instead of asked again.
-        self.recorded = recorded or {}
+        # Replies recorded earlier (resume, replay, fork): served instead of asking the teacher.
+        self.recording = recording
         self.sleep = sleep
 
     def ask(
@@ -187,8 +188,8 @@ class Teacher:
         record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
                          schema_name=schema.__name__, prompt_file=prompt_file,
                          prompt_sha256=prompt_sha256, started_at=started, model=self.cfg.model)
-        if self.recorded.get(key):
-            old = self.recorded[key].pop(0)
+        old = self.recording.serve(record) if self.recording is not None else None
+        if old is not None:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
             record.latency_s, record.from_record = old.latency_s, True
             return record

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import signal
@@ -282,23 +283,15 @@ CommandBuilder = Callable[[ServerSettings], list[str]]
 
 def llama_command(settings: ServerSettings) -> list[str]:
     """argv for llama-cpp-python's OpenAI-compatible server, run by this interpreter."""
-    return [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(settings.gguf),
-        "--host",
-        HOST,
-        "--port",
-        str(settings.port),
-        "--n_ctx",
-        str(settings.n_ctx),
-        "--n_threads",
-        str(settings.n_threads or os.cpu_count() or 1),
-        "--model_alias",
-        settings.model_alias,
-    ]
+    flags = {
+        "--model": str(settings.gguf),
+        "--host": HOST,
+        "--port": str(settings.port),
+        "--n_ctx": str(settings.n_ctx),
+        "--n_threads": str(settings.n_threads or os.cpu_count() or 1),
+        "--model_alias": settings.model_alias,
+    }
+    return [sys.executable, "-m", "llama_cpp.server", *itertools.chain.from_iterable(flags.items())]
 
 
 class TeacherInfo(BaseModel):
@@ -409,6 +402,18 @@ def _terminate(process: subprocess.Popen[bytes], grace: float) -> None:
             continue
 
 
+# Servers this process started and has not stopped: the atexit last resort stops them.
+_LIVE: set[TeacherServer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        # A forked child (e.g. a data-loader worker) inherits _LIVE but must not stop our server.
+        if server._owner_pid == os.getpid():
+            server.stop()
+
+
 class TeacherServer:
     """A llama_cpp.server child owned by this process; stopped on exit, errors and Ctrl-C."""
 
@@ -434,11 +439,12 @@ class TeacherServer:
             port=free_port(),
             model_alias=model_alias,
             n_ctx=n_ctx,
-            n_threads=n_threads or os.cpu_count(),
+            n_threads=n_threads,
         )
         self._command = command
         self._process: subprocess.Popen[bytes] | None = None
         self._started_at: datetime | None = None
+        self._owner_pid = os.getpid()
 
     @property
     def port(self) -> int:
@@ -499,16 +505,6 @@ class TeacherServer:
         self.stop()
 
 
-# Servers this process started and has not stopped: the atexit last resort stops them.
-_LIVE: set[TeacherServer] = set()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_LIVE):
-        server.stop()
-
-
 # --------------------------------------------------------------------------- shared background server
 
 
@@ -547,6 +543,9 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_Status = Literal["healthy", "busy", "gone"]
+
+
 def _argv_matches(info: TeacherInfo) -> bool:
     try:
         argv = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")
@@ -555,7 +554,7 @@ def _argv_matches(info: TeacherInfo) -> bool:
     return str(info.port).encode() in argv and info.model_alias.encode() in argv
 
 
-def _probe(info: TeacherInfo) -> Literal["healthy", "busy", "gone"]:
+def _probe(info: TeacherInfo) -> _Status:
     """Whether the recorded server answers, runs but does not answer (busy or wedged), or is gone.
 
     A live pid alone is not enough: after a reboot it can belong to an unrelated process, which
@@ -603,8 +602,16 @@ def start_background(
 
     Idempotent for the same weights; a server with other weights must be stopped first.
     """
-    say = on_status or (lambda _msg: None)
     state_dir = state_dir or cache_root()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Two `evokd teacher start` at once must not both spawn a server.
+    with _exclusive_lock(state_dir / "teacher.lock"):
+        return _start_background_locked(cfg, state_dir, command, on_status or (lambda _msg: None))
+
+
+def _start_background_locked(
+    cfg: TeacherConfig, state_dir: Path, command: CommandBuilder, say: Callable[[str], None]
+) -> TeacherInfo:
     recorded = _read_state(_state_path(state_dir))
     if recorded is not None:
         status = _probe(recorded)
@@ -639,7 +646,7 @@ def start_background(
     return info
 
 
-def _check_reusable(info: TeacherInfo, cfg: TeacherConfig, status: str) -> None:
+def _check_reusable(info: TeacherInfo, cfg: TeacherConfig, status: _Status) -> None:
     if status == "busy":
         raise TeacherError(
             f"a teacher server (pid {info.pid}) is running but not answering; stop it: evokd teacher stop"

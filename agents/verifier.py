@@ -7,10 +7,10 @@ too long, duplicate, equal to an evaluation text) run before any tokens are spen
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from langgraph.runtime import Runtime
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.alignment import Entity, align
 from evokd.agents.analyst import usage_of
@@ -20,22 +20,21 @@ from evokd.graph.records import SampleRecord
 from evokd.graph.state import RunState
 
 
-class LabelItem(BaseModel):
-    id: int
-    label: str
+def _one_of(values: list[str]) -> Any:
+    """A string whose JSON schema lists the allowed values: a grammar-constrained backend then
+    cannot stray, while validation still accepts any string so that a stray value becomes a
+    per-sample rejection with a reason instead of a failed reply."""
+    return Annotated[str, Field(json_schema_extra={"enum": values})]
 
 
-class VerifierReply(BaseModel):
-    labels: list[LabelItem]
-
-
-class SentenceEntities(BaseModel):
-    id: int
-    entities: list[Entity]
-
-
-class NerVerifierReply(BaseModel):
-    sentences: list[SentenceEntities]
+def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
+    """The Verifier's reply for n texts: one annotation per text, in order, exactly n of them."""
+    exactly_n = Field(min_length=n, max_length=n)
+    if task_type == "ner":
+        entity = create_model("Entity", text=(str, ...), type=(_one_of(labels), ...))
+        sentence = create_model("SentenceEntities", entities=(list[entity], ...))
+        return create_model("NerVerifierReply", sentences=(list[sentence], exactly_n))
+    return create_model("VerifierReply", labels=(list[_one_of([*labels, "none"])], exactly_n))
 
 
 def precheck(text: str, seen: set[str], eval_keys: set[str], max_chars: int) -> str | None:
@@ -65,21 +64,17 @@ def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str |
 
 
 def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any], list[Any]]:
-    """The teacher's annotation of each text (a label, or an entity list for NER; None where it
-    gave none), and the call records. Items are matched to texts by their 1-based id."""
+    """The teacher's annotation of each text (a label, or an entity list for NER), and the calls."""
     task = ctx.cfg.task
     messages, template = ctx.prompts.messages(
         "verifier", task_description=task.description, labels=task.labels,
         label_descriptions=task.label_descriptions, texts=texts)
-    schema = NerVerifierReply if task.type == "ner" else VerifierReply
+    schema = reply_schema(task.type, task.labels, len(texts))
     reply, _, calls = ctx.teacher.ask(messages, schema, round=round, node="verifier",
                                       prompt_file=template.name, prompt_sha256=template.sha256)
-    items = reply.sentences if isinstance(reply, NerVerifierReply) else reply.labels
-    out: list[Any] = [None] * len(texts)
-    for item in items:
-        if 1 <= item.id <= len(texts) and out[item.id - 1] is None:
-            out[item.id - 1] = item.entities if isinstance(item, SentenceEntities) else item.label
-    return out, calls
+    if task.type == "ner":
+        return [[Entity(**e.model_dump()) for e in s.entities] for s in reply.sentences], calls
+    return list(reply.labels), calls
 
 
 def judge(record: SampleRecord, annotation: Any, ctx: Context) -> None:

@@ -29,13 +29,14 @@ def fail(message: str, code: int = 1) -> None:
 def _known_errors() -> tuple[type[Exception], ...]:
     from evokd.agents.llm import StructuredOutputError, TeacherUnreachable
     from evokd.agents.prompts import PromptError
+    from evokd.agents.recording import ReplayDivergence
     from evokd.agents.teacher import TeacherError
     from evokd.config import ConfigError
     from evokd.graph.runner import RunError
     from evokd.student.data import DataError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
-            StructuredOutputError)
+            StructuredOutputError, ReplayDivergence, FileNotFoundError)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -53,12 +54,14 @@ def run(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (else the embedded teacher)")] = None,
     model: Annotated[str | None, typer.Option(help="teacher model name at --base-url")] = None,
     prompts: Annotated[Path | None, typer.Option(help="directory overriding any of the agent prompts")] = None,
+    from_run: Annotated[Path | None, typer.Option("--from", help="fork: replay this run's teacher turns...")] = None,
+    from_round: Annotated[int | None, typer.Option(help="...before this round, then continue live")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
     from evokd.config import load_config
-    from evokd.graph.runner import RunError, execute, load_task_data, resume_config
     from evokd.graph.runfolder import RunFolder
+    from evokd.graph.runner import RunError, execute, load_task_data, resume_config
     from evokd.graph.trace import write_atomic
     from evokd.view import LiveView
 
@@ -71,7 +74,14 @@ def run(
     if prompts:
         overrides.append(f"prompts_dir={_quote(str(prompts.resolve()))}")
     run_folder = None
+    recording = None
     try:
+        if (from_run is None) != (from_round is None):
+            raise RunError("--from RUN_DIR and --from-round N go together")
+        if from_run is not None:
+            from evokd.agents.recording import Recording
+
+            recording = Recording.from_run(from_run, mode="fork", until_round=from_round)
         if resume is not None:
             cfg, run_folder = resume_config(resume, overrides)
         elif config is None:
@@ -91,7 +101,8 @@ def run(
         metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
         with LiveView(console, metric=metric) as view:
             result = execute(cfg, run=run_folder, resume=resume is not None, events=view.events(),
-                             on_status=view.say)
+                             on_status=view.say, recording=recording,
+                             parent=str(from_run.resolve()) if from_run else None)
     except _known_errors() as exc:
         hint = f"; finished rounds are saved: evokd run --resume {run_folder.root}" \
             if run_folder is not None and run_folder.checkpoints_db.exists() else ""
@@ -139,6 +150,53 @@ def predict(
             tagged = " ".join(f"{tok}/{tag}" if tag != "O" else tok
                               for tok, tag in zip(sample.tokens or [], pred.tags or [], strict=True))
             console.print(tagged, highlight=False)
+
+
+@app.command()
+def replay(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder")],
+    round: Annotated[int | None, typer.Option("--round", help="only this round")] = None,
+    node: Annotated[str | None, typer.Option(help="only this node (analyst, generator, verifier, ...)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="trace records as JSON lines")] = False,
+    full: Annotated[bool, typer.Option(help="do not fold prompts and replies")] = False,
+    rerun: Annotated[bool, typer.Option(help="re-execute the run offline from its recorded replies")] = False,
+    out: Annotated[Path | None, typer.Option(help="run folder for --rerun")] = None,
+    allow_divergence: Annotated[bool, typer.Option(help="--rerun: serve changed requests by position")] = False,
+) -> None:
+    """Walk a run's trace, or re-execute it without an LLM and check every round's dev F1."""
+    from evokd.graph import replay as rp
+
+    try:
+        if rerun:
+            with console.status("re-executing the run from its recorded replies"):
+                result, diffs = rp.rerun(run_dir, out, allow_divergence)
+            different = [d for d in diffs if not d.same]
+            for d in diffs:
+                mark = "[green]same[/]" if d.same else "[red]DIFFERENT[/]"
+                console.print(f"round {d.round}: original {d.original}  rerun {d.rerun}  {mark}")
+            console.print(f"rerun folder: {result.run.root}")
+            if different:
+                fail(f"{len(different)} round(s) differ from the original")
+            console.print("[bold green]every round's dev metrics match the original[/]")
+            return
+        if as_json:
+            for record in rp.records(run_dir, round, node):
+                print(record.model_dump_json())
+            return
+        rp.render(run_dir, console, round, node, full)
+    except _known_errors() as exc:
+        fail(str(exc))
+
+
+@app.command()
+def compare(run_a: Annotated[Path, typer.Argument()], run_b: Annotated[Path, typer.Argument()]) -> None:
+    """Per-round dev F1 and tokens of two runs side by side, and which prompt files differ."""
+    from evokd.graph.replay import compare as compare_runs
+
+    try:
+        compare_runs(run_a, run_b, console)
+    except _known_errors() as exc:
+        fail(str(exc))
 
 
 @teacher_app.command("start")

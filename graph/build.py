@@ -33,9 +33,7 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if key in ("conversation", "samples", "history", "latest"):
             out[key] = f"{len(value)} items"
-        elif key in ("batch", "candidates", "correct", "incorrect"):
-            out[key] = value
-        elif key != "usage":
+        elif key in ("batch", "candidates", "correct", "incorrect") or key != "usage":
             out[key] = value
     return out
 

@@ -19,12 +19,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 import evokd
 from evokd.agents.llm import Teacher, make_chat_model, resolve_mode
 from evokd.agents.prompts import PromptSet
+from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.graph.build import build_graph, recursion_limit
 from evokd.graph.context import Context, Events, StudentHolder, TaskData
 from evokd.graph.records import LLMCall, RunHeader
 from evokd.graph.runfolder import RunFolder
-from evokd.graph.trace import TraceWriter, read_trace, write_atomic
+from evokd.graph.trace import TraceWriter, write_atomic
 from evokd.student.data import DataError, cap, read_samples, sample_k_shot
 
 log = logging.getLogger("evokd.run")
@@ -97,17 +98,6 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def recorded_calls(trace: Path) -> dict[str, list[LLMCall]]:
-    """Replies already paid for in a run's trace, by request, in the order they were made."""
-    out: dict[str, list[LLMCall]] = {}
-    if not trace.exists():
-        return out
-    for record in read_trace(trace):
-        if isinstance(record, LLMCall) and record.reply is not None and not record.from_record:
-            out.setdefault(record.request_key, []).append(record)
-    return out
-
-
 @contextlib.contextmanager
 def teacher_endpoint(cfg: RunConfig, run: RunFolder, on_status: Any = None) -> Iterator[tuple[str, bool]]:
     """(base_url, embedded): the configured endpoint, or the embedded teacher for the run's duration."""
@@ -125,6 +115,8 @@ def execute(
     *,
     run: RunFolder | None = None,
     resume: bool = False,
+    recording: Recording | None = None,
+    parent: str | None = None,
     events: Events | None = None,
     chat_model: Any = None,
     base_url: str | None = None,
@@ -136,7 +128,9 @@ def execute(
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))
-    recorded = recorded_calls(run.trace) if resume else {}
+    if resume and recording is None:
+        # Calls an interrupted node already paid for are answered from the trace, not asked again.
+        recording = Recording.from_run(run.root)
     secret = os.environ.get(cfg.llm.api_key_env, "")
     trace = TraceWriter(run.trace, secrets=[secret])
     try:
@@ -154,13 +148,13 @@ def execute(
                 events.llm_call(call)
 
             teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
-                              on_call=on_call, recorded=recorded)
+                              on_call=on_call, recording=recording)
             trace.write(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
                 teacher_url=url, student_model=cfg.student.model,
                 seeds={"sampling": cfg.sampling.seed, "student": cfg.student.seed},
-                libraries=library_versions(), resumed=resume,
+                libraries=library_versions(), resumed=resume, parent=parent,
                 prompts=prompts.digests()))
             ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
                           holder=StudentHolder(cfg), trace=trace, events=events)

@@ -83,10 +83,10 @@ def resolve_model_path(name: str) -> str:
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """Hide the load report (a fresh head's "newly initialized" weights) and the progress bar.
+def _quiet_transformers() -> Iterator[None]:
+    """Hide the load report (a fresh head's "newly initialized" weights) and the progress bars.
 
-    Only the log level changes: loading problems are still raised as exceptions.
+    Only the log level changes: loading and saving problems are still raised as exceptions.
     """
     verbosity = hf_logging.get_verbosity()
     progress_bar = hf_logging.is_progress_bar_enabled()
@@ -148,7 +148,7 @@ class _EncoderStudent(ABC):
         path = model_path or resolve_model_path(cfg.model)
         local = Path(path).is_dir()
         # The seed fixes the new head's initial weights, so two fresh students start identical.
-        with _quiet_loading(), _seeded(cfg.seed, self.device):
+        with _quiet_transformers(), _seeded(cfg.seed, self.device):
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
             self.model = self.auto_class.from_pretrained(
                 path,
@@ -246,8 +246,9 @@ class _EncoderStudent(ABC):
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            self.model.save_pretrained(staging)
-            self.tokenizer.save_pretrained(staging)
+            with _quiet_transformers():
+                self.model.save_pretrained(staging)
+                self.tokenizer.save_pretrained(staging)
             _replace_dir(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def write_config(tmp_path: Path, model_dir: Path, **loop: object) -> Path:
         "[loop]",
         *[f"{k} = {json.dumps(v)}" for k, v in loop_items.items()],
     ]
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -79,6 +81,7 @@ class SentimentTeacher:
         self.round = 0
         self.generator_reply: str | None = None
         self.verifier_reply: str | None = None
+        self.label_fn: Callable[[list[str]], list[str]] | None = None
         self.seen_verifier_prompts: list[str] = []
 
     def __call__(self, messages: list) -> str:
@@ -100,15 +103,9 @@ class SentimentTeacher:
             self.seen_verifier_prompts.append(last)
             if self.verifier_reply is not None:
                 return self.verifier_reply
-            texts = re.findall(r"^(\d+)\. (.*)$", last, re.M)
-            labels = [
-                {
-                    "id": int(i),
-                    "label": "positive"
-                    if POSITIVE.search(t) and "Not" not in t and "nothing" not in t
-                    else "negative",
-                }
-                for i, t in texts
-            ]
+            texts = [t for _, t in re.findall(r"^(\d+)\. (.*)$", last, re.M)]
+            labels = self.label_fn(texts) if self.label_fn else [
+                "positive" if POSITIVE.search(t) and "Not" not in t and "nothing" not in t else "negative"
+                for t in texts]
             return json.dumps({"labels": labels})
         raise AssertionError(f"unexpected request: {last[:200]}")

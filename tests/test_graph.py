@@ -94,8 +94,7 @@ def test_rejections_have_reasons(tmp_path: Path, tiny_model_dir: Path) -> None:
         "hard": ["A fine movie with a twist.", "", "x" * 1000],
         "easy": [dev_text, "A fine movie with a twist!", "Boring."],
     })
-    teacher.verifier_reply = json.dumps({"labels": [{"id": 1, "label": "Positive"},
-                                                    {"id": 2, "label": "mixed"}]})
+    teacher.label_fn = lambda texts: ["Positive" if "fine" in t else "mixed" for t in texts]
     result, _ = run_scripted(tmp_path, tiny_model_dir, teacher, max_rounds=2, n_hard=3, n_easy=3)
     samples = read_jsonl(result.run.samples)
     first = {s["text"][:30]: s["reason"] for s in samples if s["round"] == 1}
@@ -107,8 +106,8 @@ def test_rejections_have_reasons(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert first[dev_text[:30]] == "equal to a dev/test text"
     second = {s["text"][:30]: s["reason"] for s in samples if s["round"] == 2}
     assert second["A fine movie with a twist."] == "duplicate of an earlier sample"
-    # A rejected text is no duplicate: it is labelled afresh (now as item 1, which the script accepts).
-    assert second["Boring."] is None
+    # A rejected text is no duplicate: it is labelled afresh, and rejected again.
+    assert "not in the label set" in second["Boring."]
 
 
 @pytest.mark.parametrize(

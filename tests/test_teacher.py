@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from evokd.agents import teacher
 from evokd.agents.teacher import (
     WEIGHTS,
@@ -38,7 +39,6 @@ from evokd.agents.teacher import (
     start_background,
     stop_background,
 )
-
 from evokd.config import TeacherConfig
 
 CommandBuilder = Callable[[ServerSettings], list[str]]
@@ -439,6 +439,25 @@ def test_background_start_find_stop(
     assert not (state / "teacher.json").exists()
     assert find_running(state) is None
     assert stop_background(state) is False
+
+
+def test_concurrent_background_starts_share_one_server(
+    gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]
+) -> None:
+    state = tmp_path / "state"
+    infos: list[TeacherInfo] = []
+    threads = [
+        threading.Thread(target=lambda: infos.append(start_background(_cfg(gguf), state, command=fake("ok"))))
+        for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert len(infos) == 3 and len({info.pid for info in infos}) == 1
+    finally:
+        assert stop_background(state, grace=2)
 
 
 def test_background_startup_failure_leaves_no_state(

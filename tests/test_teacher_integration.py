@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-from evokd.agents.teacher import WEIGHTS, TeacherError, TeacherServer, assemble_weights
 from pydantic import BaseModel
+
+from evokd.agents.teacher import WEIGHTS, TeacherError, TeacherServer, assemble_weights
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,76 @@
+"""An interrupted run resumes where it stopped: no finished round lost or redone, no reply paid twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from conftest import SentimentTeacher, write_config
+
+from evokd.agents.llm import TeacherUnreachable
+from evokd.agents.scripted import ScriptedChatModel
+from evokd.config import load_config
+from evokd.graph.records import NodeTurn
+from evokd.graph.runfolder import RunFolder
+from evokd.graph.runner import execute
+from evokd.graph.trace import read_trace
+
+
+class DiesInRound(SentimentTeacher):
+    """Becomes unreachable at the given round's given agent."""
+
+    def __init__(self, round: int, marker: str) -> None:
+        super().__init__()
+        self.die_round, self.marker, self.dead = round, marker, False
+
+    def __call__(self, messages: list):
+        last = str(messages[-1].content)
+        upcoming = self.round + (1 if "summarize the patterns" in last else 0)
+        if self.dead or (upcoming == self.die_round and self.marker in last):
+            self.dead = True
+            return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
+        return super().__call__(messages)
+
+
+def trainer_rounds(run: RunFolder) -> list[int]:
+    return [r.round for r in read_trace(run.trace) if isinstance(r, NodeTurn) and r.node == "trainer"
+            and r.error is None]
+
+
+@pytest.mark.parametrize("marker", ["summarize the patterns", "Label each one"])
+def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, marker: str) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=3), ["llm.max_retries=2"])
+    run = RunFolder.create(cfg.runs_dir, cfg.name)
+    dying = DiesInRound(round=2, marker=marker)
+    with pytest.raises(TeacherUnreachable, match="teacher unreachable at scripted"):
+        execute(cfg, run=run, chat_model=ScriptedChatModel(script=dying))
+    assert trainer_rounds(run) == [1]
+    metrics_before = run.metrics.read_text()
+
+    # The teacher is back: a fresh one that knows where the run was.
+    teacher = SentimentTeacher()
+    teacher.round = 1
+    chat = ScriptedChatModel(script=teacher)
+    result = execute(cfg, run=run, resume=True, chat_model=chat)
+    assert result.state["stop_reason"] == "max_rounds"
+    assert trainer_rounds(run) == [1, 2, 3]  # round 1 was not redone
+    metrics = [json.loads(x) for x in run.metrics.read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1, 2, 3]
+    assert run.metrics.read_text().startswith(metrics_before)
+    samples = [json.loads(x) for x in run.samples.read_text().splitlines()]
+    assert sorted({s["round"] for s in samples}) == [0, 1, 2, 3]
+    assert len({(s["round"], s["text"]) for s in samples}) == len(samples)  # nothing duplicated
+    # LangGraph resumes at the node that failed: the nodes before it in round 2 are not run again.
+    assert marker in str(chat.requests[0][-1].content)
+
+
+def test_resume_of_finished_run_is_a_no_op(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=1))
+    first = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    chat = ScriptedChatModel(script=SentimentTeacher())
+    again = execute(cfg, run=first.run, resume=True, chat_model=chat)
+    assert chat.requests == []
+    assert again.state["history"] == first.state["history"]
