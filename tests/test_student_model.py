@@ -137,7 +137,8 @@ def tagged(sentence: str, entities: dict[str, str]) -> Sample:
 
 PEOPLE = ["Anna", "Boris", "Carla", "David", "Elena", "Felix", "Greta", "Hugo"]
 CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Vienna", "Oslo", "Lisbon", "Prague"]
-FRAMES = ["{p} lives in {c} .", "{p} flew to {c} yesterday .", "Yesterday {p} arrived in {c} .", "{p} works in {c} now ."]
+FRAMES = ["{p} lives in {c} .", "{p} flew to {c} yesterday .", "Yesterday {p} arrived in {c} .",
+          "{p} works in {c} now ."]
 NER_TRAIN = [tagged(FRAMES[i % len(FRAMES)].format(p=p, c=c), {p: "PER", c: "LOC"})
              for i, (p, c) in enumerate(zip(PEOPLE, CITIES, strict=True))]
 NER_HELD_OUT = [tagged("Maria lives in Dublin .", {"Maria": "PER", "Dublin": "LOC"}),
