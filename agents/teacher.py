@@ -173,8 +173,7 @@ def _is_verified(target: Path, spec: WeightSpec) -> bool:
     # Size plus the sidecar written after a hashed assembly: re-hashing 1 GB on every run costs seconds.
     try:
         return (
-            target.stat().st_size == spec.size
-            and _sidecar(target).read_text(encoding="utf-8").strip() == spec.sha256
+            target.stat().st_size == spec.size and _sidecar(target).read_text(encoding="utf-8").strip() == spec.sha256
         )
     except OSError:
         return False
@@ -337,9 +336,7 @@ def is_healthy(base_url: str, model_alias: str, timeout: float = 2.0) -> bool:
     except (OSError, ValueError):
         return False
     models = body.get("data") if isinstance(body, dict) else None
-    return isinstance(models, list) and any(
-        isinstance(m, dict) and m.get("id") == model_alias for m in models
-    )
+    return isinstance(models, list) and any(isinstance(m, dict) and m.get("id") == model_alias for m in models)
 
 
 def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -369,9 +366,7 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_healthy(
-    process: subprocess.Popen[bytes], base_url: str, alias: str, timeout: float, log_path: Path
-) -> None:
+def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, alias: str, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while not is_healthy(base_url, alias):
         code = process.poll()

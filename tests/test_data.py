@@ -114,6 +114,12 @@ def test_missing_file(tmp_path: Path) -> None:
     assert error_of(read_samples, path, SENTIMENT) == f"{path}: file not found"
 
 
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Zoë B-PER\n".encode("latin-1"))
+    assert error_of(read_ner, path, NER).startswith(f"{path}: not UTF-8 text")
+
+
 @needs_shared
 def test_real_sst2_dev() -> None:
     task = SENTIMENT.model_copy(update={"text_column": "sentence"})

@@ -59,6 +59,8 @@ def test_resolve_model_path(tmp_path: Path) -> None:
     assert (default / "config.json").is_file()
     assert resolve_model_path(str(tmp_path)) == str(tmp_path)
     assert resolve_model_path("sentence-transformers/all-MiniLM-L6-v2") == "sentence-transformers/all-MiniLM-L6-v2"
+    with pytest.raises(FileNotFoundError, match="not found"):
+        resolve_model_path(str(tmp_path / "missing"))
 
 
 def test_classifier_learns_a_separable_task(classifier: tuple[ClassifierStudent, float]) -> None:

@@ -100,9 +100,7 @@ def _leftovers(cache: Path) -> list[str]:
 def test_assembles_verified_file_with_progress(parts: tuple[WeightSpec, bytes, Path], tmp_path: Path) -> None:
     spec, whole, _ = parts
     seen: list[tuple[int, int]] = []
-    path = assemble_weights(
-        spec, tmp_path / "models", progress=lambda done, total: seen.append((done, total))
-    )
+    path = assemble_weights(spec, tmp_path / "models", progress=lambda done, total: seen.append((done, total)))
     assert path == tmp_path / "models" / "fake.gguf"
     assert path.read_bytes() == whole
     assert _leftovers(path.parent) == ["fake.gguf", "fake.gguf.sha256"]
@@ -167,15 +165,11 @@ def test_uninstalled_package_is_reported() -> None:
         filename="x.gguf",
         extra="local",
     )
-    with pytest.raises(
-        TeacherError, match=r"evokd-no-such-pkg-part1, evokd-no-such-pkg-part2 .*evokd\[local\]"
-    ):
+    with pytest.raises(TeacherError, match=r"evokd-no-such-pkg-part1, evokd-no-such-pkg-part2 .*evokd\[local\]"):
         locate_parts(spec)
 
 
-def test_right_size_without_sidecar_is_reassembled(
-    parts: tuple[WeightSpec, bytes, Path], tmp_path: Path
-) -> None:
+def test_right_size_without_sidecar_is_reassembled(parts: tuple[WeightSpec, bytes, Path], tmp_path: Path) -> None:
     spec, whole, _ = parts
     target = tmp_path / "models" / spec.filename
     target.parent.mkdir(parents=True)
@@ -317,18 +311,14 @@ def test_start_health_stop(gguf: Path, tmp_path: Path, fake: Callable[[str], Com
     server.stop()  # a second stop is harmless
 
 
-def test_health_timeout_kills_server(
-    gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]
-) -> None:
+def test_health_timeout_kills_server(gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]) -> None:
     server = TeacherServer(gguf, tmp_path / "logs", command=fake("hang"), startup_timeout=1.0)
     with pytest.raises(TeacherError, match=r"did not answer .* within 1 s[\s\S]*loading model"):
         server.start()
     assert server.pid is not None and _gone(server.pid, wait=0)
 
 
-def test_early_exit_reports_log_tail(
-    gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]
-) -> None:
+def test_early_exit_reports_log_tail(gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]) -> None:
     server = _server(gguf, tmp_path, fake("crash"))
     with pytest.raises(TeacherError) as err:
         server.start()
@@ -419,9 +409,7 @@ def _cfg(gguf: Path, **kwargs: object) -> TeacherConfig:
     return TeacherConfig(weights="qwen2.5-coder-0.5b", gguf=gguf, startup_timeout=10, **kwargs)
 
 
-def test_background_start_find_stop(
-    gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]
-) -> None:
+def test_background_start_find_stop(gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]) -> None:
     state = tmp_path / "state"
     info = start_background(_cfg(gguf), state, command=fake("ok"))
     try:
@@ -538,9 +526,7 @@ print(start_background(cfg, Path(state), command=command).pid)
 
 
 @pytest.mark.slow
-def test_background_server_outlives_the_cli(
-    gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]
-) -> None:
+def test_background_server_outlives_the_cli(gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder]) -> None:
     fake("ok")
     cli = tmp_path / "cli.py"
     cli.write_text(_DETACH)
@@ -622,9 +608,7 @@ def test_local_teacher_assembles_packaged_weights(
     monkeypatch.setitem(WEIGHTS, small.name, small)
     messages: list[str] = []
     cfg = TeacherConfig(weights="qwen2.5-coder-0.5b", startup_timeout=10)
-    with local_teacher(
-        cfg, tmp_path / "run", messages.append, state_dir=tmp_path / "s", command=fake("ok")
-    ) as info:
+    with local_teacher(cfg, tmp_path / "run", messages.append, state_dir=tmp_path / "s", command=fake("ok")) as info:
         assert info.weights == "qwen2.5-coder-0.5b"
         assert info.gguf == models_dir() / "fake.gguf" and info.gguf.read_bytes() == whole
     assert any("assembling" in m for m in messages)

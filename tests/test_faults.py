@@ -1,0 +1,161 @@
+"""Fault injection in real processes: kill -9 and Ctrl-C of `evokd run`, a teacher that dies."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import write_config
+
+from evokd.graph.records import NodeTurn
+from evokd.graph.trace import read_trace
+
+pytestmark = pytest.mark.slow
+TESTS = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_fake(*args: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(TESTS / "fake_teacher.py"), str(port), *args], cwd=TESTS)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture
+def fake_teacher() -> Iterator[str]:
+    proc, url = start_fake("--delay", "0.2")
+    yield url
+    proc.kill()
+    proc.wait()
+
+
+def evokd(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "evokd", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def run_dir(runs: Path) -> Path:
+    (only,) = list(runs.iterdir())
+    return only
+
+
+def wait_for(path: Path, predicate, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            try:
+                if predicate(list(read_trace(path))):
+                    return
+            except Exception:
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting on {path}")
+
+
+def turns(records: list, node: str) -> list[int]:
+    return [r.round for r in records if isinstance(r, NodeTurn) and r.node == node and r.error is None]
+
+
+KILL_POINTS = {
+    "during round 1": lambda records: turns(records, "analyst") == [1],
+    "right after a trainer turn": lambda records: turns(records, "trainer") == [1],
+    "during round 2 verifier": lambda records: turns(records, "generator") == [1, 2],
+}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: str, point: str) -> None:
+    config = write_config(tmp_path, tiny_model_dir, max_rounds=3)
+    proc = evokd("run", str(config), "--base-url", fake_teacher)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 60
+    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
+        time.sleep(0.05)
+    folder = run_dir(runs)
+    wait_for(folder / "trace.jsonl", KILL_POINTS[point])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()] \
+        if (folder / "metrics.jsonl").exists() else []
+
+    resumed = evokd("run", "--resume", str(folder))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1, 2, 3]
+    assert metrics[: len(before)] == before  # finished rounds kept as they were
+    records = list(read_trace(folder / "trace.jsonl"))  # readable, torn line or not
+    assert sorted(set(turns(records, "trainer"))) == [1, 2, 3]
+    assert turns(records, "trainer").count(1) == 1  # round 1 trained once
+    assert (folder / "summary.md").exists() and (folder / "student" / "config.json").exists()
+
+
+def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path, tiny_model_dir: Path, fake_teacher: str) -> None:
+    config = write_config(tmp_path, tiny_model_dir, max_rounds=2)
+    proc = evokd("run", str(config), "--base-url", fake_teacher)
+    runs = tmp_path / "runs"
+    deadline = time.time() + 60
+    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
+        time.sleep(0.05)
+    folder = run_dir(runs)
+    wait_for(folder / "trace.jsonl", lambda r: turns(r, "generator") == [1])
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "evokd run --resume" in out
+    resumed = evokd("run", "--resume", str(folder))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1, 2]
+
+
+def test_teacher_dies_mid_run_then_resume(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Three chat requests succeed (round 1's analyst, generator, verifier), then HTTP 503 forever.
+    dying, url = start_fake("--fail-after", "3")
+    try:
+        config = write_config(tmp_path, tiny_model_dir, max_rounds=2)
+        started = time.time()
+        proc = evokd("run", str(config), "--base-url", url, "--set", "llm.max_retries=2",
+                     "--set", "llm.backoff_seconds=0.1")
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        dying.kill()
+        dying.wait()
+    assert proc.returncode == 1
+    assert f"teacher unreachable at {url}" in out
+    assert "evokd run --resume" in out
+    assert time.time() - started < 120
+    folder = run_dir(tmp_path / "runs")
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1]
+    back, url2 = start_fake()
+    try:
+        resumed = evokd("run", "--resume", str(folder), "--base-url", url2)
+        out, _ = resumed.communicate(timeout=300)
+    finally:
+        back.kill()
+        back.wait()
+    assert resumed.returncode == 0, out
+    metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1, 2]
