@@ -349,7 +349,18 @@ def log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
     return "\n".join(text.splitlines()[-lines:]) or "(server log is empty)"
 
 
-def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when its parent dies, so a run-scoped
+    teacher does not outlive an evokd that was killed with SIGKILL (exit hooks never run then)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: atexit and the context manager remain
+
+
+def _spawn(command: list[str], log_path: Path, *, die_with_parent: bool = False) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # Unbuffered, so the log tail in a startup error shows the child's last words.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -363,6 +374,9 @@ def _spawn(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            # The signal fires when the thread that spawned the child exits; evokd starts its
+            # run-scoped teacher from the main thread, which lives as long as the process.
+            preexec_fn=_die_with_parent if die_with_parent else None,
         )
 
 
@@ -477,7 +491,7 @@ class TeacherServer:
         if self._process is not None:
             raise TeacherError("teacher server already started")
         self._started_at = datetime.now(UTC)
-        self._process = _spawn(self._command(self._settings), self.log_path)
+        self._process = _spawn(self._command(self._settings), self.log_path, die_with_parent=True)
         _LIVE.add(self)
         try:
             _wait_healthy(self._process, self.base_url, self.model_alias, self.startup_timeout, self.log_path)

@@ -375,7 +375,7 @@ else:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["forget", "ctrl-c"])
+@pytest.mark.parametrize("mode", ["forget", "ctrl-c", "kill-9"])
 def test_owner_process_exit_stops_server(
     gguf: Path, tmp_path: Path, fake: Callable[[str], CommandBuilder], mode: str
 ) -> None:
@@ -398,6 +398,8 @@ def test_owner_process_exit_stops_server(
     pid = int(owner.stdout.readline())
     if mode == "ctrl-c":
         owner.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C delivers to the foreground job
+    if mode == "kill-9":
+        owner.send_signal(signal.SIGKILL)  # no exit hook runs: only the parent-death signal helps
     owner.wait(timeout=20)
     assert _gone(pid)
 

@@ -1,0 +1,159 @@
+"""The HTML report, on small hand-written run folders (no LLM, no student)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evokd.graph.records import RoundMetrics, SampleRecord
+from evokd.graph.report import reason_group, rejection_reasons, write_report
+from evokd.student.metrics import classification_report, ner_report
+
+IMAGE = '<img src="data:image/png;base64,'
+LABELS = ["negative", "positive"]
+TYPES = ["PER", "LOC"]
+SCRIPT = "<script>alert('x')</script> great film"
+
+
+def round_metrics(round: int, dev: dict[str, Any], best_round: int, accepted: int = 2,
+                  rejected: int = 0) -> dict[str, Any]:
+    return RoundMetrics(
+        round=round, f1=dev["f1"], dev=dev, accepted=accepted, rejected=rejected, train_size=4,
+        tokens_in=300 * round, tokens_out=40 * round, cost=0.0,
+        seconds={"llm": 2.0 * bool(round), "train": 1.0, "eval": 0.5, "other": 0.1, "total": 3.6},
+        best_round=best_round,
+    ).model_dump(mode="json")
+
+
+def write_run(root: Path, metrics: list[dict[str, Any]], samples: list[SampleRecord],
+              summary: str | None = None) -> Path:
+    root.mkdir()
+    (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    (root / "samples.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in samples))
+    if summary is not None:
+        (root / "summary.md").write_text(summary)
+    return root
+
+
+def classification_dev(correct: int) -> dict[str, Any]:
+    gold = ["negative", "positive"] * 3
+    pred = gold[:correct] + ["positive"] * (len(gold) - correct)
+    return classification_report(gold, pred, LABELS).model_dump(mode="json")
+
+
+def text_sample(round: int, text: str, intent: str, label: str | None, accepted: bool = True,
+                reason: str | None = None, predicted: str | None = None) -> SampleRecord:
+    return SampleRecord(round=round, text=text, intent=intent, label=label, accepted=accepted, reason=reason,
+                        predicted=predicted)
+
+
+SEEDS = [text_sample(0, "Awful service.", "seed", "negative"), text_sample(0, "Lovely.", "seed", "positive")]
+
+SUMMARY = """# evokd run demo
+
+- task: sentiment (classification), labels: negative, positive
+- method: evokd
+- stop reason: max_rounds
+
+| | dev macro-F1 |
+|---|---|
+| seed (round 0) | 0.3333 |
+| best (round 1) | 0.8000 |
+| test, best round | 0.7123 |
+"""
+
+
+@pytest.fixture
+def classification_run(tmp_path: Path) -> Path:
+    metrics = [round_metrics(0, classification_dev(2), 0), round_metrics(1, classification_dev(5), 1, 2, 3),
+               round_metrics(2, classification_dev(4), 1, 1, 1)]
+    samples = [
+        *SEEDS,
+        text_sample(1, SCRIPT, "hard", "positive", predicted="negative"),
+        text_sample(1, "Not bad at all.", "easy", "positive", predicted="positive"),
+        text_sample(1, "So-so.", "hard", "mixed", False, "label 'mixed' not in the label set"),
+        text_sample(1, "Meh.", "easy", "none", False, "label 'none' not in the label set"),
+        text_sample(1, "Hmm.", "easy", None, False, "no label returned"),
+        text_sample(2, "Dull plot.", "hard", "negative", predicted="negative"),
+        text_sample(2, "Whatever.", "hard", None, False, "verifier reply invalid: expected 4 labels"),
+    ]
+    return write_run(tmp_path / "demo", metrics, samples, SUMMARY)
+
+
+def test_classification_report(classification_run: Path) -> None:
+    path = write_report(classification_run)
+    assert path == classification_run / "report.html"
+    page = path.read_text(encoding="utf-8")
+    # dev F1, cost, verdicts, confusion matrices
+    assert page.count(IMAGE) == 4
+    assert "<script" not in page
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; great film" in page
+    for group, count in [("label ... not in the label set", 2), ("no label returned", 1),
+                         ("verifier reply invalid", 1)]:
+        assert re.search(rf"<td>{re.escape(group)}</td><td[^>]*>{count}</td>", page), group
+    assert "http://" not in page and "https://" not in page
+    assert "max_rounds" in page and "0.7123" in page and "sentiment" in page
+    assert "&#10007; wrong" in page and "&#10003; correct" in page
+
+
+def test_ner_report(tmp_path: Path) -> None:
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["O", "B-LOC", "O", "O"]]
+    seed_pred = [["B-PER", "O", "O", "O"], ["O", "B-PER", "O", "B-LOC"]]
+    metrics = [round_metrics(0, ner_report(gold, seed_pred, TYPES).model_dump(mode="json"), 0),
+               round_metrics(1, ner_report(gold, gold, TYPES).model_dump(mode="json"), 1, 1, 1)]
+    tokens = ["Ada", "Lovelace", "visited", "London"]
+    samples = [
+        SampleRecord(round=0, text=" ".join(tokens), intent="seed", tokens=tokens,
+                     tags=["B-PER", "I-PER", "O", "B-LOC"], accepted=True),
+        SampleRecord(round=1, text="Alan <b>Turing</b> in Paris", intent="hard",
+                     tokens=["Alan", "<b>Turing</b>", "in", "Paris"], tags=["B-PER", "I-PER", "O", "B-LOC"],
+                     accepted=True, predicted=["B-LOC", "O", "O", "B-LOC"]),
+        SampleRecord(round=1, text="Bob ran", intent="easy", accepted=False,
+                     reason="entity 'Rob' not found in the text"),
+    ]
+    page = write_report(write_run(tmp_path / "ner", metrics, samples)).read_text(encoding="utf-8")
+    # dev F1, cost, verdicts, per-type F1 with the error breakdown
+    assert page.count(IMAGE) == 4
+    assert "Alan &lt;b&gt;Turing&lt;/b&gt; (PER), Paris (LOC)" in page
+    assert "Alan (LOC), Paris (LOC)" in page and "&#10007; wrong" in page
+    assert re.search(r"<td>entity \.\.\. not found in the text</td><td[^>]*>1</td>", page)
+    # No summary.md: an unfinished run still renders.
+    assert "not scored" in page and "no summary.md" in page
+
+
+def test_round_zero_only_renders(tmp_path: Path) -> None:
+    run = write_run(tmp_path / "fresh", [round_metrics(0, classification_dev(3), 0)], SEEDS)
+    page = write_report(run).read_text(encoding="utf-8")
+    assert page.count(IMAGE) == 4
+    assert "No sample was rejected" in page and "No generated samples yet" in page
+
+
+@pytest.mark.parametrize("missing", ["metrics.jsonl", "samples.jsonl"])
+def test_missing_file_is_named(classification_run: Path, missing: str) -> None:
+    (classification_run / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing):
+        write_report(classification_run)
+
+
+@pytest.mark.parametrize(("reason", "group"), [
+    ("label 'mixed' not in the label set", "label ... not in the label set"),
+    ('label "don\'t" not in the label set', "label ... not in the label set"),
+    ("entity 'A' overlaps 'B'", "entity ... overlaps ..."),
+    ("verifier reply invalid: 3 validation errors", "verifier reply invalid"),
+    ("text longer than 400 characters", "text longer than 400 characters"),
+])
+def test_reason_group(reason: str, group: str) -> None:
+    assert reason_group(reason) == group
+
+
+def test_rejection_reasons_sorted_by_count() -> None:
+    samples = [text_sample(1, "t", "hard", None, False, r)
+               for r in ["no label returned", "label 'a' not in the label set", "label 'b' not in the label set"]]
+    assert [(g.reason, g.count, g.example) for g in rejection_reasons(samples)] == [
+        ("label ... not in the label set", 2, "label 'a' not in the label set"),
+        ("no label returned", 1, "no label returned"),
+    ]
