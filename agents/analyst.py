@@ -7,6 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
+from evokd.agents.llm import BudgetExhausted
 from evokd.graph.context import Context
 from evokd.graph.state import RunState
 
@@ -48,9 +49,13 @@ def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         incorrect=state.get("incorrect", []),
         metrics=dev_metrics(state.get("history", [])) if show_metrics else None,
     )
-    reply, conversation, calls = ctx.teacher.ask(
-        messages, AnalystReply, round=state["round"], node="analyst",
-        prompt_file=template.name, prompt_sha256=template.sha256)
+    try:
+        reply, conversation, calls = ctx.teacher.ask(
+            messages, AnalystReply, round=state["round"], node="analyst",
+            prompt_file=template.name, prompt_sha256=template.sha256)
+    except BudgetExhausted:
+        # The round winds down with nothing new; the router then stops on the budget.
+        return {"analysis": "", "conversation": messages}
     return {"analysis": reply.summary, "conversation": conversation, "usage": usage_of(calls, ctx)}
 
 

@@ -8,6 +8,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.analyst import prompt_variables, usage_of
+from evokd.agents.llm import BudgetExhausted
 from evokd.graph.context import Context, normalise
 from evokd.graph.state import RunState
 
@@ -56,10 +57,13 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         messages, template = ctx.prompts.messages(
             "generator", **variables, n_hard=max(need_hard, 0), n_easy=max(need_easy, 0))
         user = messages[-1]  # the generator speaks in the analyst's conversation, no new system prompt
-        reply, conversation, new_calls = ctx.teacher.ask(
-            [*conversation, user], reply_schema(max(need_hard, 0), max(need_easy, 0)), round=state["round"],
-            node="generator" if attempt == 0 else "generator-top-up",
-            prompt_file=template.name, prompt_sha256=template.sha256)
+        try:
+            reply, conversation, new_calls = ctx.teacher.ask(
+                [*conversation, user], reply_schema(max(need_hard, 0), max(need_easy, 0)), round=state["round"],
+                node="generator" if attempt == 0 else "generator-top-up",
+                prompt_file=template.name, prompt_sha256=template.sha256)
+        except BudgetExhausted:
+            break
         calls += new_calls
         hard += take_new(reply.hard, max(need_hard, 0), seen)
         easy += take_new(reply.easy, max(need_easy, 0), seen)

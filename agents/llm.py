@@ -43,6 +43,31 @@ class StructuredOutputError(Exception):
         self.calls = calls or []  # what the failed attempts cost
 
 
+class BudgetExhausted(Exception):
+    """The token or money budget is spent: no new teacher call starts."""
+
+
+class Budget:
+    """Token and money spending, checked before every call, so a budget is exceeded by at most
+    the one call already in flight when it ran out."""
+
+    def __init__(self, max_tokens: int | None = None, max_cost: float | None = None,
+                 price_in_per_1k: float = 0.0, price_out_per_1k: float = 0.0) -> None:
+        self.max_tokens, self.max_cost = max_tokens, max_cost
+        self.price_in, self.price_out = price_in_per_1k, price_out_per_1k
+        self.tokens, self.cost = 0, 0.0
+
+    def check(self) -> None:
+        if self.max_tokens is not None and self.tokens >= self.max_tokens:
+            raise BudgetExhausted(f"token budget spent ({self.tokens} of {self.max_tokens})")
+        if self.max_cost is not None and self.cost >= self.max_cost:
+            raise BudgetExhausted(f"cost budget spent ({self.cost:.4f} of {self.max_cost})")
+
+    def charge(self, tokens_in: int, tokens_out: int) -> None:
+        self.tokens += tokens_in + tokens_out
+        self.cost += tokens_in / 1000 * self.price_in + tokens_out / 1000 * self.price_out
+
+
 def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:
     """A ChatOpenAI client for any OpenAI-compatible endpoint; retries are ours, not the SDK's."""
     from langchain_openai import ChatOpenAI
@@ -134,6 +159,7 @@ class Teacher:
         base_url: str = "",
         on_call: Callable[[LLMCall], None] | None = None,
         recording: Recording | None = None,
+        budget: Budget | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.chat_model = chat_model
@@ -143,6 +169,7 @@ class Teacher:
         self.on_call = on_call or (lambda call: None)
         # Replies recorded earlier (resume, replay, fork): served instead of asking the teacher.
         self.recording = recording
+        self.budget = budget or Budget()
         self.sleep = sleep
 
     def ask(
@@ -193,12 +220,14 @@ class Teacher:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
             record.latency_s, record.from_record = old.latency_s, True
             return record
+        self.budget.check()
         message = self._invoke_with_retries(messages, schema, record)
         usage = getattr(message, "usage_metadata", None) or {}
         record.reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
         record.tokens_in = int(usage.get("input_tokens", 0))
         record.tokens_out = int(usage.get("output_tokens", 0))
         record.latency_s = time.time() - started
+        self.budget.charge(record.tokens_in, record.tokens_out)
         return record
 
     def _invoke_with_retries(self, messages: list[Message], schema: type[BaseModel],

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.alignment import Entity, align
 from evokd.agents.analyst import usage_of
-from evokd.agents.llm import StructuredOutputError
+from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.graph.context import Context, normalise
 from evokd.graph.records import SampleRecord
 from evokd.graph.state import RunState
@@ -118,6 +118,10 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             for record in chunk:
                 record.reason = f"verifier reply invalid: {exc}"
             continue
+        except BudgetExhausted:
+            for record in to_label[start:]:
+                record.reason = "teacher budget spent before labelling"
+            break
         for record, annotation in zip(chunk, annotations, strict=True):
             judge(record, annotation, ctx)
     batch = [r.model_dump(mode="json") for r in records]

@@ -189,6 +189,18 @@ def replay(
 
 
 @app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """Write RUN_DIR/report.html (plots, rejections, samples)."""
+    from evokd.graph.report import ReportError, write_report
+
+    try:
+        path = write_report(run_dir)
+    except (*_known_errors(), ReportError) as exc:
+        fail(str(exc))
+    console.print(str(path), highlight=False, soft_wrap=True)
+
+
+@app.command()
 def compare(run_a: Annotated[Path, typer.Argument()], run_b: Annotated[Path, typer.Argument()]) -> None:
     """Per-round dev F1 and tokens of two runs side by side, and which prompt files differ."""
     from evokd.graph.replay import compare as compare_runs

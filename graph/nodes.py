@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from typing import Any
@@ -14,6 +15,8 @@ from evokd.graph.route import stop_reason
 from evokd.graph.state import RunState
 from evokd.graph.trace import write_atomic, write_jsonl_atomic
 from evokd.student.data import Sample
+
+log = logging.getLogger("evokd.graph")
 
 
 def to_sample(record: dict[str, Any]) -> Sample:
@@ -193,6 +196,12 @@ def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         best = ctx.holder.at(str(ctx.run.round_checkpoint(state["best_round"])))
         test = best.evaluate(ctx.data.test).model_dump(mode="json")
     write_atomic(ctx.run.summary, render_summary(state, ctx, test))
+    try:
+        from evokd.graph.report import write_report
+
+        write_report(ctx.run.root)
+    except Exception as exc:  # noqa: BLE001 - a plot must never fail a finished run
+        log.warning("could not write report.html: %s", exc)
     return {"test": test}
 
 

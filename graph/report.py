@@ -62,8 +62,8 @@ class Run:
 
     @property
     def best(self) -> RoundMetrics:
-        by_round = {m.round: m for m in self.rounds}
-        return by_round.get(self.rounds[-1].best_round, max(self.rounds, key=lambda m: m.f1))
+        best_round = self.rounds[-1].best_round
+        return next((m for m in self.rounds if m.round == best_round), max(self.rounds, key=lambda m: m.f1))
 
     @property
     def task(self) -> str:
@@ -143,8 +143,9 @@ def dev_report(metrics: RoundMetrics) -> EvalReport:
 
 
 def reason_group(reason: str) -> str:
-    """"label 'mixed' not in the label set" -> "label ... not in the label set"; a colon starts a
-    detail (an exception message) that would split one cause into as many groups as messages."""
+    """The cause of a rejection without its per-sample details: quoted values become "...", so
+    "label 'mixed' not in the label set" and "label 'none' ..." share a group, and anything after a
+    colon (an exception message) is dropped, or one cause would split into as many groups as messages."""
     return _QUOTED.sub("...", reason).split(":", 1)[0].strip()
 
 
@@ -204,8 +205,10 @@ def png_uri(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def integer_rounds(ax: Axes) -> None:
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+def integer_rounds(ax: Axes, rounds: list[int]) -> None:
+    ax.set_xlim(min(rounds) - 0.5, max(rounds) + 0.5)
+    # min_n_ticks=1: the locator would otherwise put fractional ticks around a single round.
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_xlabel("round")
 
 
@@ -221,7 +224,7 @@ def plot_f1(run: Run) -> str:
     ax.axhline(run.seed.f1, color="grey", linestyle="--", linewidth=1, label="seed")
     ax.scatter([run.best.round], [run.best.f1], marker="*", s=260, color="#d62728", zorder=3,
                label=f"best: round {run.best.round} ({run.best.f1:.4f})")
-    integer_rounds(ax)
+    integer_rounds(ax, rounds)
     ax.set_ylabel(f"dev {run.metric}")
     ax.set_title(f"dev {run.metric} per round")
     ax.legend(loc="best", fontsize="small")
@@ -245,6 +248,9 @@ def plot_cost(run: Run) -> str:
     tokens_ax.bar(rounds, tokens_in, label="prompt (in)")
     tokens_ax.bar(rounds, tokens_out, bottom=tokens_in, label="completion (out)")
     tokens_ax.set_ylabel("teacher tokens")
+    # A seed-only run spent no tokens; a fixed floor keeps its empty axis from showing negatives.
+    tokens_ax.set_ylim(0, max(1, *(i + o for i, o in zip(tokens_in, tokens_out, strict=True))) * 1.1)
+    tokens_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     tokens_ax.set_title("teacher tokens per round")
     bottom = [0.0] * len(rounds)
     for part in TIME_PARTS:
@@ -254,7 +260,7 @@ def plot_cost(run: Run) -> str:
     time_ax.set_ylabel("seconds")
     time_ax.set_title("time per round")
     for ax in (tokens_ax, time_ax):
-        integer_rounds(ax)
+        integer_rounds(ax, rounds)
         ax.legend(loc="best", fontsize="small")
     return png_uri(fig)
 
@@ -269,7 +275,7 @@ def plot_verdicts(run: Run) -> str:
     accepted = [m.accepted for m in generated]
     ax.bar(rounds, accepted, color="#2ca02c", label="accepted")
     ax.bar(rounds, [m.rejected for m in generated], bottom=accepted, color="#d62728", label="rejected")
-    integer_rounds(ax)
+    integer_rounds(ax, rounds)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("samples")
     ax.set_title("verifier verdicts per round")
@@ -319,7 +325,6 @@ def grouped_bars(ax: Axes, categories: list[str], series: list[tuple[str, list[f
         offset = (i - (len(series) - 1) / 2) * width
         ax.bar([x + offset for x in range(len(categories))], values, width=width, label=name)
     ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
-    ax.legend(loc="best", fontsize="small")
 
 
 def plot_ner(run: Run) -> str:
@@ -336,6 +341,8 @@ def plot_ner(run: Run) -> str:
     errors_ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     errors_ax.set_ylabel("entities")
     errors_ax.set_title("entity errors on dev")
+    # Both panels compare the same rounds: one legend above them instead of one over each's bars.
+    fig.legend(*f1_ax.get_legend_handles_labels(), loc="outside upper center", ncols=len(panels))
     return png_uri(fig)
 
 

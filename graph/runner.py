@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 import evokd
-from evokd.agents.llm import Teacher, make_chat_model, resolve_mode
+from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
 from evokd.agents.prompts import PromptSet
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
@@ -147,8 +147,10 @@ def execute(
                 trace.write(call)
                 events.llm_call(call)
 
+            loop = cfg.loop
+            budget = Budget(loop.max_tokens, loop.max_cost, loop.price_in_per_1k, loop.price_out_per_1k)
             teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
-                              on_call=on_call, recording=recording)
+                              on_call=on_call, recording=recording, budget=budget)
             trace.write(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
@@ -175,6 +177,10 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
                 raise RunError(f"{ctx.run.root}: nothing to resume (no checkpoint yet); start a new run")
             if not snapshot.next:
                 return dict(snapshot.values)  # already finished
+            # What the finished nodes spent still counts against the budget.
+            spent = snapshot.values.get("usage", {})
+            ctx.teacher.budget.tokens = int(spent.get("tokens_in", 0) + spent.get("tokens_out", 0))
+            ctx.teacher.budget.cost = spent.get("cost", 0.0)
             return graph.invoke(None, config=config, context=ctx)
         return graph.invoke({"round": 0}, config=config, context=ctx)
     finally:

@@ -41,7 +41,8 @@ def test_two_rounds_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Each round the generator's 4 texts were labelled and accepted.
     assert [h["accepted"] for h in state["history"]] == [2, 4, 4]
     # Run folder artefacts.
-    for path in (run.config, run.trace, run.samples, run.metrics, run.summary, run.student / "config.json"):
+    for path in (run.config, run.trace, run.samples, run.metrics, run.summary, run.report,
+                 run.student / "config.json"):
         assert path.exists(), path
     metrics = read_jsonl(run.metrics)
     assert [m["round"] for m in metrics] == [0, 1, 2]

@@ -157,3 +157,15 @@ def test_rejection_reasons_sorted_by_count() -> None:
         ("label ... not in the label set", 2, "label 'a' not in the label set"),
         ("no label returned", 1, "no label returned"),
     ]
+
+
+def test_cli_prints_the_report_path(classification_run: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evokd.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(classification_run)])
+    assert result.exit_code == 0, result.output
+    assert "report.html" in result.output and (classification_run / "report.html").is_file()
+    missing = CliRunner().invoke(app, ["report", str(classification_run / "nope")])
+    assert missing.exit_code == 1
