@@ -200,7 +200,7 @@ def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         from evokd.graph.report import write_report
 
         write_report(ctx.run.root)
-    except Exception as exc:  # noqa: BLE001 - a plot must never fail a finished run
+    except Exception as exc:
         log.warning("could not write report.html: %s", exc)
     return {"test": test}
 
