@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from evokd.agents.llm import BudgetExhausted
+from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.graph.context import Context
 from evokd.graph.state import RunState
+
+log = logging.getLogger("evokd.agents")
 
 
 class AnalystReply(BaseModel):
@@ -56,6 +59,10 @@ def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     except BudgetExhausted:
         # The round winds down with nothing new; the router then stops on the budget.
         return {"analysis": "", "conversation": messages}
+    except StructuredOutputError as exc:
+        # The failed attempts are in the trace; the Generator works without an analysis.
+        log.warning("analyst, round %d: %s", state["round"], exc)
+        return {"analysis": "", "conversation": messages, "usage": usage_of(exc.calls, ctx)}
     return {"analysis": reply.summary, "conversation": conversation, "usage": usage_of(calls, ctx)}
 
 

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.analyst import prompt_variables, usage_of
-from evokd.agents.llm import BudgetExhausted
+from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.graph.context import Context, normalise
 from evokd.graph.state import RunState
+
+log = logging.getLogger("evokd.agents")
 
 
 def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
@@ -64,6 +67,11 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                 prompt_file=template.name, prompt_sha256=template.sha256)
         except BudgetExhausted:
             break
+        except StructuredOutputError as exc:
+            # Bounded retries are spent; keep what earlier attempts gave and let the round go on.
+            log.warning("generator, round %d: %s", state["round"], exc)
+            calls += exc.calls
+            continue
         calls += new_calls
         hard += take_new(reply.hard, max(need_hard, 0), seen)
         easy += take_new(reply.easy, max(need_easy, 0), seen)

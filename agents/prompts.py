@@ -21,12 +21,15 @@ VARIABLES: dict[str, set[str]] = {
                 "round"},
     "generator": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
     "verifier": {"task_description", "labels", "label_descriptions", "texts"},
+    "llm2llm": {"task_description", "labels", "label_descriptions", "example", "n"},
 }
 # (agent, part, required)
 FILES: list[tuple[str, str, bool]] = [
     ("analyst", "system", False), ("analyst", "user", True),
     ("generator", "user", True),
     ("verifier", "system", False), ("verifier", "user", True),
+    # Only the llm2llm method uses these (classification only).
+    ("llm2llm", "system", False), ("llm2llm", "user", False),
 ]
 
 
@@ -70,7 +73,7 @@ def _check(template: Template, agent: str) -> None:
 class PromptSet:
     """The templates of one task, each from the override dir if it has it, else packaged."""
 
-    def __init__(self, task: str, override_dir: Path | None = None) -> None:
+    def __init__(self, task: str, override_dir: Path | None = None, method: str = "evokd") -> None:
         self.task = task
         self.override_dir = override_dir
         self.templates: dict[str, Template] = {}
@@ -84,6 +87,8 @@ class PromptSet:
                 continue
             _check(template, agent)
             self.templates[f"{agent}.{part}"] = template
+        if method == "llm2llm" and "llm2llm.user" not in self.templates:
+            raise PromptError(f"missing prompt {task}/llm2llm.user.j2 (loop.method = llm2llm)")
 
     def _load(self, agent: str, part: str) -> Template | None:
         filename = f"{agent}.{part}.j2"

@@ -92,7 +92,7 @@ def run(
 
             # Everything checkable is checked before the run folder exists: a bad input writes nothing.
             load_task_data(cfg)
-            PromptSet(cfg.task.type, cfg.prompts_dir)
+            PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method)
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
             from evokd.config import dump_config
 

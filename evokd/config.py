@@ -91,7 +91,9 @@ class StudentConfig(_Section):
 
 
 class LoopConfig(_Section):
-    method: Literal["evokd"] = "evokd"
+    # evokd: Analyst + Generator + Verifier. llm2llm: the teacher writes labelled look-alikes of
+    # the seed examples the student gets wrong, and the student retrains from scratch (a baseline).
+    method: Literal["evokd", "llm2llm"] = "evokd"
     n_hard: int = Field(4, ge=0)
     n_easy: int = Field(4, ge=0)
     # Earlier samples replayed with each new batch (the paper's "review").
@@ -112,6 +114,9 @@ class LoopConfig(_Section):
     max_text_chars: int = Field(400, ge=20)
     # Extra generator calls when the teacher returns fewer texts than asked.
     max_top_ups: int = Field(1, ge=0)
+    # llm2llm: new examples per wrong seed example per round, and its near-duplicate threshold.
+    llm2llm_per_example: int = Field(1, ge=1)
+    dedup_rouge_l: float = Field(0.7, gt=0, le=1)
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> LoopConfig:
@@ -158,6 +163,12 @@ class RunConfig(_Section):
     loop: LoopConfig = LoopConfig()
     llm: LLMConfig = LLMConfig()
     teacher: TeacherConfig = TeacherConfig()
+
+    @model_validator(mode="after")
+    def _method_fits_task(self) -> RunConfig:
+        if self.loop.method == "llm2llm" and self.task.type != "classification":
+            raise ValueError("loop.method = \"llm2llm\" supports task.type = \"classification\" only")
+        return self
 
     def digest(self) -> str:
         """A short stable hash of the resolved config, recorded in the trace header."""

@@ -1,11 +1,14 @@
-"""The EvoKD state machine.
+"""The state machines, one wiring of the shared parts per method.
 
-    seed -> probe -> analyst -> generator -> verifier -> trainer -> decide -+-> probe (next round)
-                                                                            +-> finish -> END
+evokd:    seed -> probe -> analyst -> generator -> verifier -> trainer -> decide -+-> probe (next round)
+                                                                                   +-> finish -> END
+llm2llm:  seed -> probe (seed set) -> augmenter -> trainer (from scratch) -> decide -+-> probe
+                                                                                     +-> finish -> END
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -14,10 +17,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from evokd.agents.analyst import analyst
+from evokd.agents.augmenter import augmenter
 from evokd.agents.generator import generator
 from evokd.agents.verifier import verifier
 from evokd.graph.context import Context
-from evokd.graph.nodes import decide, finish, probe, seed, trainer
+from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
 from evokd.graph.records import NodeTurn
 from evokd.graph.route import next_step
 from evokd.graph.state import RunState
@@ -50,12 +54,12 @@ def traced(name: str, node: Node) -> Node:
             update = node(state, runtime)
         except Exception as exc:
             ended = time.time()
-            ctx.trace.write(NodeTurn(round=round, node=name, started_at=started, ended_at=ended,
-                                     seconds=ended - started, error=f"{type(exc).__name__}: {exc}"))
+            ctx.trace.write(NodeTurn(round=round, node=name, method=ctx.cfg.loop.method, started_at=started,
+                                     ended_at=ended, seconds=ended - started, error=f"{type(exc).__name__}: {exc}"))
             raise
         ended = time.time()
-        ctx.trace.write(NodeTurn(round=round, node=name, started_at=started, ended_at=ended,
-                                 seconds=ended - started, output=summarise(update)))
+        ctx.trace.write(NodeTurn(round=round, node=name, method=ctx.cfg.loop.method, started_at=started,
+                                 ended_at=ended, seconds=ended - started, output=summarise(update)))
         usage = dict(update.get("usage") or {})
         usage["total"] = usage.get("total", 0.0) + (ended - started)
         return {**update, "usage": usage}
@@ -64,19 +68,23 @@ def traced(name: str, node: Node) -> Node:
     return run
 
 
-def build_graph() -> StateGraph:
+ROUNDS: dict[str, list[tuple[str, Node]]] = {
+    "evokd": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
+              ("trainer", trainer)],
+    "llm2llm": [("probe", probe_seed), ("augmenter", augmenter), ("trainer", retrainer)],
+}
+
+
+def build_graph(method: str = "evokd") -> StateGraph:
     graph = StateGraph(RunState, context_schema=Context)
-    nodes: dict[str, Node] = {"seed": seed, "probe": probe, "analyst": analyst, "generator": generator,
-                              "verifier": verifier, "trainer": trainer, "decide": decide, "finish": finish}
-    for name, node in nodes.items():
+    round_nodes = ROUNDS[method]
+    for name, node in [("seed", seed), *round_nodes, ("decide", decide), ("finish", finish)]:
         graph.add_node(name, traced(name, node))
     graph.add_edge(START, "seed")
     graph.add_edge("seed", "decide")
-    graph.add_edge("probe", "analyst")
-    graph.add_edge("analyst", "generator")
-    graph.add_edge("generator", "verifier")
-    graph.add_edge("verifier", "trainer")
-    graph.add_edge("trainer", "decide")
+    for (a, _), (b, _) in itertools.pairwise(round_nodes):
+        graph.add_edge(a, b)
+    graph.add_edge(round_nodes[-1][0], "decide")
     graph.add_conditional_edges("decide", next_step, {"probe": "probe", "finish": "finish"})
     graph.add_edge("finish", END)
     return graph

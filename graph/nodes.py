@@ -157,9 +157,18 @@ def probe(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     }
 
 
-def trainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Continue training on the round's accepted samples plus the seed set and a review sample."""
+def probe_seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """LLM2LLM's probe: the seed examples the current student gets wrong (all of them, every round)."""
     ctx = runtime.context
+    student = ctx.holder.at(state["student_dir"])
+    seed = [dict(s) for s in state.get("samples", []) if s["intent"] == "seed"]
+    for record, prediction in zip(seed, student.predict([to_sample(s) for s in seed]), strict=True):
+        record["predicted"] = predicted_value(prediction)
+    return {"round": state["round"] + 1, "correct": [s for s in seed if is_correct(s)],
+            "incorrect": [s for s in seed if not is_correct(s)], "batch": []}
+
+
+def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, Any]:
     started = time.time()
     round = state["round"]
     student = ctx.holder.at(state["student_dir"])
@@ -167,18 +176,37 @@ def trainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     accepted = [s for s in batch if s["accepted"]]
     for record, prediction in zip(accepted, student.predict([to_sample(s) for s in accepted]), strict=True):
         record["predicted"] = predicted_value(prediction)
-    seed_samples = [s for s in state.get("samples", []) if s["intent"] == "seed"]
-    review = review_sample(state, ctx.cfg.loop.review_size, ctx.cfg.sampling.seed + round)
-    train = [to_sample(s) for s in [*accepted, *seed_samples, *review]]
+    earlier = [s for s in state.get("samples", []) if s["accepted"]]
+    seed_samples = [s for s in earlier if s["intent"] == "seed"]
+    if restart:
+        # LLM2LLM: the student starts again from its base weights on seed + everything generated.
+        replay = [s for s in earlier if s["intent"] != "seed"]
+        epochs = ctx.cfg.student.seed_epochs
+    else:
+        replay = review_sample(state, ctx.cfg.loop.review_size, ctx.cfg.sampling.seed + round)
+        epochs = ctx.cfg.student.epochs_per_round
+    train = [to_sample(s) for s in [*accepted, *seed_samples, *replay]]
     own: dict[str, float] = {"train": 0.0}
     if accepted:
         t0 = time.time()
-        student.fit(train, epochs=ctx.cfg.student.epochs_per_round, seed=ctx.cfg.student.seed + round,
+        if restart:
+            student = ctx.holder.fresh()
+        student.fit(train, epochs=epochs, seed=ctx.cfg.student.seed + round,
                     on_step=lambda done, total: ctx.events.progress("training", done, total))
         own["train"] = time.time() - t0
     update = _finish_round(state, ctx, round=round, student=student, batch=batch,
                            train_size=len(train) if accepted else 0, own=own, started=started)
     return {**update, "latest": accepted}
+
+
+def trainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Continue training on the round's accepted samples plus the seed set and a review sample."""
+    return _train_round(state, runtime.context, restart=False)
+
+
+def retrainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """LLM2LLM's trainer: from the base weights, on the seed set and every accepted sample so far."""
+    return _train_round(state, runtime.context, restart=True)
 
 
 def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:

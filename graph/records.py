@@ -29,6 +29,7 @@ class RunHeader(_Record):
     student_model: str
     seeds: dict[str, int]
     libraries: dict[str, str]
+    method: str = "evokd"
     prompts: dict[str, str] = {}  # template name -> SHA-256
     parent: str | None = None
     resumed: bool = False
@@ -61,6 +62,7 @@ class NodeTurn(_Record):
     kind: Literal["node"] = "node"
     round: int
     node: str
+    method: str = "evokd"
     started_at: float
     ended_at: float
     seconds: float

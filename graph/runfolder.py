@@ -44,7 +44,7 @@ class RunFolder:
     checkpoints_db = property(lambda self: self.root / "checkpoints.sqlite")
     student = property(lambda self: self.root / "student")
     rounds = property(lambda self: self.root / "rounds")
-    teacher_log = property(lambda self: self.root / "teacher.log")
+    teacher_log = property(lambda self: self.root / "teacher-server.log")
     result = property(lambda self: self.root / "result.json")
 
     def round_checkpoint(self, round: int) -> Path:

@@ -124,7 +124,7 @@ def execute(
 ) -> RunResult:
     """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
     data = load_task_data(cfg)
-    prompts = PromptSet(cfg.task.type, cfg.prompts_dir)
+    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method)
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))
@@ -156,7 +156,7 @@ def execute(
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
                 teacher_url=url, student_model=cfg.student.model,
                 seeds={"sampling": cfg.sampling.seed, "student": cfg.student.seed},
-                libraries=library_versions(), resumed=resume, parent=parent,
+                libraries=library_versions(), resumed=resume, parent=parent, method=cfg.loop.method,
                 prompts=prompts.digests()))
             ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
                           holder=StudentHolder(cfg), trace=trace, events=events)
@@ -169,7 +169,7 @@ def execute(
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
-        graph = build_graph().compile(checkpointer=SqliteSaver(conn))
+        graph = build_graph(ctx.cfg.loop.method).compile(checkpointer=SqliteSaver(conn))
         config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
         if resume:
             snapshot = graph.get_state(config)

@@ -1,0 +1,92 @@
+"""End to end, as a user runs it: `evokd run` with the real embedded teacher and the real student.
+
+The small teacher (Qwen2.5-Coder-0.5B, `evokd[local-small]`) keeps these to about a minute each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from evokd.agents.teacher import WEIGHTS, TeacherServer, assemble_weights
+from evokd.graph.records import LLMCall, RunHeader
+from evokd.graph.trace import read_trace
+
+pytestmark = pytest.mark.integration
+SMALL = "qwen2.5-coder-0.5b"
+
+
+def evokd(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "evokd", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def one_round(config: Path, runs: Path, *extra: str) -> Path:
+    result = evokd("run", str(config), "--set", f'runs_dir="{runs}"', "--set", f'teacher.weights="{SMALL}"',
+                   "--set", "loop.max_rounds=1", *extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run,) = list(runs.iterdir())
+    return run
+
+
+def check_run(run: Path) -> list[LLMCall]:
+    metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["round"] for m in metrics] == [0, 1]
+    assert 0.0 <= metrics[1]["f1"] <= 1.0
+    calls = [r for r in read_trace(run / "trace.jsonl") if isinstance(r, LLMCall)]
+    assert {c.node for c in calls} >= {"analyst", "generator", "verifier"}
+    assert any(c.parsed is not None and c.tokens_out > 0 for c in calls if c.node == "verifier")
+    samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    assert any(s["round"] == 1 for s in samples), "the teacher generated nothing"
+    summary = (run / "summary.md").read_text()
+    assert "seed (round 0)" in summary and "test, best round" in summary
+    assert (run / "student" / "config.json").exists() and (run / "report.html").exists()
+    return calls
+
+
+def test_classification_round_with_embedded_teacher(tmp_path: Path) -> None:
+    run = one_round(ROOT / "examples" / "sentiment" / "config.toml", tmp_path / "runs",
+                    "--set", "loop.n_hard=3", "--set", "loop.n_easy=3")
+    check_run(run)
+    # The teacher evokd started for the run is gone with it.
+    assert (run / "teacher-server.log").exists()
+    header = next(r for r in read_trace(run / "trace.jsonl") if isinstance(r, RunHeader))
+    port = header.teacher_url.rsplit(":", 1)[1].split("/")[0]
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert f"--port {port}" not in listing
+    # The student answers through `evokd predict` and loads with a plain transformers pipeline.
+    predicted = evokd("predict", str(run), "What a wonderful, heartwarming film.")
+    assert predicted.returncode == 0 and ("positive" in predicted.stdout or "negative" in predicted.stdout)
+    from transformers import pipeline
+
+    out = pipeline("text-classification", model=str(run / "student"))("A dull, lifeless mess.")
+    assert out[0]["label"] in ("negative", "positive")
+
+
+def test_ner_round_with_embedded_teacher(tmp_path: Path) -> None:
+    run = one_round(ROOT / "examples" / "ner_demo" / "config.toml", tmp_path / "runs",
+                    "--set", "loop.n_hard=2", "--set", "loop.n_easy=2", "--set", "student.seed_epochs=5")
+    calls = check_run(run)
+    dev = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["dev"]
+    assert dev["task"] == "ner" and set(dev["errors"]) == {"missed", "spurious", "wrong_type", "wrong_boundary"}
+    assert any("entities" in (c.messages[-1]["content"]) for c in calls if c.node == "verifier")
+
+
+def test_base_url_of_a_server_started_by_hand(tmp_path: Path) -> None:
+    gguf = assemble_weights(WEIGHTS[SMALL])
+    with TeacherServer(gguf, tmp_path / "logs", model_alias="hand-started") as server:
+        run = one_round(ROOT / "examples" / "sentiment" / "config.toml", tmp_path / "runs",
+                        "--base-url", server.base_url, "--model", "hand-started",
+                        "--set", 'llm.structured="json_object_schema"',
+                        "--set", "loop.n_hard=2", "--set", "loop.n_easy=2")
+        header = next(r for r in read_trace(run / "trace.jsonl") if isinstance(r, RunHeader))
+        assert header.teacher_url == server.base_url
+        assert not (run / "teacher-server.log").exists()  # evokd started no teacher of its own
+    check_run(run)
