@@ -16,7 +16,6 @@ from evokd.graph.records import LLMCall, NodeTurn, RunHeader
 from evokd.graph.runner import execute
 from evokd.graph.trace import read_trace
 
-
 FRESH = ["quiet lakeside cabin with creaky floors", "bustling market stall selling spicy noodles",
          "vintage camera that jams every third roll", "weekend train journey through misty hills",
          "podcast episode about forgotten inventors", "hand-knitted scarf in mustard yellow"]
