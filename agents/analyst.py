@@ -48,7 +48,8 @@ def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     messages, template = ctx.prompts.messages(
         "analyst",
         **prompt_variables(state, ctx),
-        correct=state.get("correct", []),
+        # None (not an empty list) leaves the section out of the prompt (ablation switch).
+        correct=state.get("correct", []) if ctx.cfg.loop.analyst_sees_correct else None,
         incorrect=state.get("incorrect", []),
         metrics=dev_metrics(state.get("history", [])) if show_metrics else None,
     )

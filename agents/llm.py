@@ -171,6 +171,10 @@ class Teacher:
         self.recording = recording
         self.budget = budget or Budget()
         self.sleep = sleep
+        # A reply that echoes the API key (a hostile or broken endpoint) must not carry it into the
+        # samples, the checkpoints or the report: it is masked before anything else sees the reply.
+        key = os.environ.get(cfg.api_key_env, "")
+        self._secrets = [key] if len(key) >= 8 else []
 
     def ask(
         self,
@@ -224,7 +228,12 @@ class Teacher:
         self.budget.check()
         message = self._invoke_with_retries(messages, schema, record, temperature)
         usage = getattr(message, "usage_metadata", None) or {}
-        record.reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
+        # A lone surrogate (a JSON "\\ud800" escape) would make every later write of the reply fail.
+        reply = reply.encode("utf-8", "replace").decode("utf-8")
+        for secret in self._secrets:
+            reply = reply.replace(secret, "[redacted]")
+        record.reply = reply
         record.tokens_in = int(usage.get("input_tokens", 0))
         record.tokens_out = int(usage.get("output_tokens", 0))
         record.latency_s = time.time() - started
@@ -239,12 +248,13 @@ class Teacher:
             kwargs["temperature"] = temperature
         delay = self.cfg.backoff_seconds
         for transport_try in range(self.cfg.max_retries + 1):
+            # Retries made before this try, so a call that succeeds on its second try records 1.
+            record.transport_retries = transport_try
             try:
                 return self.chat_model.invoke(to_langchain(messages), **kwargs)
             except Exception as exc:
                 if not _is_transient(exc):
                     raise
-                record.transport_retries = transport_try
                 if transport_try == self.cfg.max_retries:
                     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     raise TeacherUnreachable(

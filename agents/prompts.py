@@ -22,6 +22,9 @@ VARIABLES: dict[str, set[str]] = {
     "generator": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
     "verifier": {"task_description", "labels", "label_descriptions", "texts"},
     "llm2llm": {"task_description", "labels", "label_descriptions", "example", "n"},
+    "static": {"task_description", "labels", "label_descriptions", "label", "n", "round"},
+    "augment": {"task_description", "labels", "label_descriptions", "example", "n", "round"},
+    "generator_labelled": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
 }
 # (agent, part, required)
 FILES: list[tuple[str, str, bool]] = [
@@ -30,7 +33,14 @@ FILES: list[tuple[str, str, bool]] = [
     ("verifier", "system", False), ("verifier", "user", True),
     # Only the llm2llm method uses these (classification only).
     ("llm2llm", "system", False), ("llm2llm", "user", False),
+    # Only the static and augment baselines use these (classification only).
+    ("static", "system", False), ("static", "user", False),
+    ("augment", "system", False), ("augment", "user", False),
+    # Only loop.separate_verifier = false uses this: the Generator labels its own texts.
+    ("generator_labelled", "user", False),
 ]
+# The prompt a method (or a switch) cannot run without, beyond the required ones above.
+NEEDED: dict[str, str] = {"llm2llm": "llm2llm.user", "static": "static.user", "augment": "augment.user"}
 
 
 class PromptError(Exception):
@@ -73,7 +83,8 @@ def _check(template: Template, agent: str) -> None:
 class PromptSet:
     """The templates of one task, each from the override dir if it has it, else packaged."""
 
-    def __init__(self, task: str, override_dir: Path | None = None, method: str = "evokd") -> None:
+    def __init__(self, task: str, override_dir: Path | None = None, method: str = "evokd",
+                 separate_verifier: bool = True) -> None:
         self.task = task
         self.override_dir = override_dir
         self.templates: dict[str, Template] = {}
@@ -87,8 +98,10 @@ class PromptSet:
                 continue
             _check(template, agent)
             self.templates[f"{agent}.{part}"] = template
-        if method == "llm2llm" and "llm2llm.user" not in self.templates:
-            raise PromptError(f"missing prompt {task}/llm2llm.user.j2 (loop.method = llm2llm)")
+        if method in NEEDED and NEEDED[method] not in self.templates:
+            raise PromptError(f"missing prompt {task}/{NEEDED[method]}.j2 (loop.method = {method})")
+        if not separate_verifier and "generator_labelled.user" not in self.templates:
+            raise PromptError(f"missing prompt {task}/generator_labelled.user.j2 (loop.separate_verifier = false)")
 
     def _load(self, agent: str, part: str) -> Template | None:
         filename = f"{agent}.{part}.j2"

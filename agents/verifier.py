@@ -77,9 +77,10 @@ def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str |
 def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any], list[Any]]:
     """The teacher's annotation of each text (a label, or an entity list for NER), and the calls."""
     task = ctx.cfg.task
+    # Texts are data, one numbered line each: a newline inside one must not forge another item.
     messages, template = ctx.prompts.messages(
         "verifier", task_description=task.description, labels=task.labels,
-        label_descriptions=task.label_descriptions, texts=texts)
+        label_descriptions=task.label_descriptions, texts=[" ".join(t.split()) for t in texts])
     schema = reply_schema(task.type, task.labels, len(texts))
     reply, _, calls = ctx.teacher.ask(messages, schema, round=round, node="verifier",
                                       prompt_file=template.name, prompt_sha256=template.sha256,
@@ -139,3 +140,23 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             judge(record, annotation, ctx)
     batch = [r.model_dump(mode="json") for r in records]
     return {"batch": batch, "usage": usage_of(calls, ctx)}
+
+
+def self_check(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """No separate Verifier (an ablation, `loop.separate_verifier = false`): the Generator labelled
+    its own texts, and those labels go through the Verifier's rules without another teacher call."""
+    ctx = runtime.context
+    loop = ctx.cfg.loop
+    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
+    records: list[SampleRecord] = []
+    for cand in state.get("candidates", []):
+        record = SampleRecord(round=state["round"], text=cand["text"], intent=cand["intent"], accepted=False,
+                              method=loop.method)
+        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
+        if record.reason is None:
+            annotation = cand.get("annotation")
+            if ctx.cfg.task.type == "ner" and annotation is not None:
+                annotation = [Entity(**e) for e in annotation]
+            judge(record, annotation, ctx)
+        records.append(record)
+    return {"batch": [r.model_dump(mode="json") for r in records]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -93,7 +94,9 @@ class StudentConfig(_Section):
 class LoopConfig(_Section):
     # evokd: Analyst + Generator + Verifier. llm2llm: the teacher writes labelled look-alikes of
     # the seed examples the student gets wrong, and the student retrains from scratch (a baseline).
-    method: Literal["evokd", "llm2llm"] = "evokd"
+    # static (ZeroGen-style): texts written per label, no student feedback. augment (AugGPT-style):
+    # paraphrases of the seed examples, each keeping its seed label. Both are baselines.
+    method: Literal["evokd", "llm2llm", "static", "augment"] = "evokd"
     n_hard: int = Field(4, ge=0)
     n_easy: int = Field(4, ge=0)
     # Earlier samples replayed with each new batch (the paper's "review").
@@ -108,6 +111,10 @@ class LoopConfig(_Section):
     min_delta: float = Field(0.0, ge=0)
     # Our Analyst also sees per-class F1 and confused pairs on dev (the paper's sees samples only).
     analyst_sees_metrics: bool = True
+    # Ablation switch: false shows the Analyst only the samples the student got wrong.
+    analyst_sees_correct: bool = True
+    # Ablation switch: false lets the Generator label its own texts (no separate Verifier call).
+    separate_verifier: bool = True
     # At most this many right and this many wrong samples are shown to the Analyst.
     max_shown: int = Field(6, ge=1)
     verifier_batch_size: int = Field(8, ge=1)
@@ -166,8 +173,10 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _method_fits_task(self) -> RunConfig:
-        if self.loop.method == "llm2llm" and self.task.type != "classification":
-            raise ValueError("loop.method = \"llm2llm\" supports task.type = \"classification\" only")
+        if self.loop.method != "evokd" and self.task.type != "classification":
+            raise ValueError(f"loop.method = \"{self.loop.method}\" supports task.type = \"classification\" only")
+        if not self.loop.separate_verifier and self.loop.method != "evokd":
+            raise ValueError("loop.separate_verifier = false applies to loop.method = \"evokd\" only")
         return self
 
     def digest(self) -> str:
@@ -213,11 +222,47 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             data[key] = fix(data[key])
 
 
-def _format_error(source: str, err: ValidationError) -> str:
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the field at `loc` in a TOML text: its `key = ...` line in its [section],
+    else the section's header (a missing field, a check over the whole section), else None."""
+    keys = [str(p) for p in loc]
+    if not keys:
+        return None
+    lines = text.splitlines()
+    header = re.compile(r"^\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+
+    def key_line(key: str, section: str | None) -> int | None:
+        assign = re.compile(rf"""^\s*["']?{re.escape(key)}["']?\s*[.=]""")
+        current = None
+        for number, line in enumerate(lines, start=1):
+            found = header.match(line)
+            if found:
+                current = found.group(1).strip("\"' ")
+            elif current == section and assign.match(line):
+                return number
+        return None
+
+    top = key_line(keys[0], None)
+    if top is not None:
+        return top
+    head = next((n for n, line in enumerate(lines, start=1)
+                 if (m := header.match(line)) and m.group(1).strip("\"' ") == keys[0]), None)
+    if head is not None and len(keys) > 1:
+        return key_line(keys[1], keys[0]) or head
+    return head
+
+
+def _format_error(path: Path, text: str, err: ValidationError, overrides: list[str]) -> str:
     first = err.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = tuple(first["loc"])
+    where = ".".join(str(p) for p in loc) or "(top level)"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: {where}: {first['msg']}{more}"
+    field = [str(p) for p in loc]
+    set_here = [o for o in overrides if (keys := parse_override(o)[0]) and field[:len(keys)] == keys]
+    if set_here:  # the bad value came from the command line, not from a line of the file
+        return f"{path}: {where} (--set {set_here[-1]}): {first['msg']}{more}"
+    line = _line_of(text, loc)
+    return f"{path}{f':{line}' if line else ''}: {where}: {first['msg']}{more}"
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
@@ -226,7 +271,11 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     _resolve_paths(data, path.parent.resolve())
@@ -239,7 +288,7 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_error(str(path), exc)) from exc
+        raise ConfigError(_format_error(path, text, exc, overrides or [])) from exc
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -4,6 +4,11 @@ evokd:    seed -> probe -> analyst -> generator -> verifier -> trainer -> decide
                                                                                    +-> finish -> END
 llm2llm:  seed -> probe (seed set) -> augmenter -> trainer (from scratch) -> decide -+-> probe
                                                                                      +-> finish -> END
+static:   seed -> static_gen (per label, no feedback) -> trainer -> decide -+-> static_gen
+augment:  seed -> augment_gen (paraphrase the seed set) -> trainer -> decide -+-> augment_gen
+
+The first node of a round starts it (round + 1). With loop.separate_verifier = false, evokd's
+verifier is replaced by self_check: the Generator's own labels, checked by the Verifier's rules.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from evokd.agents.analyst import analyst
+from evokd.agents.augment import augment_gen
 from evokd.agents.augmenter import augmenter
 from evokd.agents.generator import generator
-from evokd.agents.verifier import verifier
+from evokd.agents.static import static_gen
+from evokd.agents.verifier import self_check, verifier
 from evokd.graph.context import Context
 from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
 from evokd.graph.records import NodeTurn
@@ -42,12 +49,13 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def traced(name: str, node: Node) -> Node:
-    """Time a node, tell the live view, and leave one NodeTurn record per turn in the trace."""
+def traced(name: str, node: Node, starts_round: bool = False) -> Node:
+    """Time a node, tell the live view, and leave one NodeTurn record per turn in the trace.
+    A node that starts a round (it returns round + 1) is recorded under the round it starts."""
 
     def run(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         ctx = runtime.context
-        round = state.get("round", 0) + (1 if name == "probe" else 0)
+        round = state.get("round", 0) + (1 if starts_round else 0)
         ctx.events.node_started(name, round)
         started = time.time()
         try:
@@ -72,20 +80,35 @@ ROUNDS: dict[str, list[tuple[str, Node]]] = {
     "evokd": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
               ("trainer", trainer)],
     "llm2llm": [("probe", probe_seed), ("augmenter", augmenter), ("trainer", retrainer)],
+    "static": [("static_gen", static_gen), ("trainer", trainer)],
+    "augment": [("augment_gen", augment_gen), ("trainer", trainer)],
 }
 
 
-def build_graph(method: str = "evokd") -> StateGraph:
+def round_nodes(method: str = "evokd", separate_verifier: bool = True) -> list[tuple[str, Node]]:
+    """One round's nodes in order; the switch swaps evokd's Verifier for the Generator's own labels."""
+    nodes = ROUNDS[method]
+    if not separate_verifier:
+        nodes = [("self_check", self_check) if name == "verifier" else (name, node) for name, node in nodes]
+    return nodes
+
+
+def build_graph(method: str = "evokd", separate_verifier: bool = True) -> StateGraph:
     graph = StateGraph(RunState, context_schema=Context)
-    round_nodes = ROUNDS[method]
-    for name, node in [("seed", seed), *round_nodes, ("decide", decide), ("finish", finish)]:
+    nodes = round_nodes(method, separate_verifier)
+    first = nodes[0][0]
+    graph.add_node("seed", traced("seed", seed))
+    for name, node in nodes:
+        graph.add_node(name, traced(name, node, starts_round=name == first))
+    for name, node in [("decide", decide), ("finish", finish)]:
         graph.add_node(name, traced(name, node))
     graph.add_edge(START, "seed")
     graph.add_edge("seed", "decide")
-    for (a, _), (b, _) in itertools.pairwise(round_nodes):
+    for (a, _), (b, _) in itertools.pairwise(nodes):
         graph.add_edge(a, b)
-    graph.add_edge(round_nodes[-1][0], "decide")
-    graph.add_conditional_edges("decide", next_step, {"probe": "probe", "finish": "finish"})
+    graph.add_edge(nodes[-1][0], "decide")
+    # next_step names the next round "probe"; the round starts at this method's first node.
+    graph.add_conditional_edges("decide", next_step, {"probe": first, "finish": "finish"})
     graph.add_edge("finish", END)
     return graph
 

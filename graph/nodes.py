@@ -148,6 +148,8 @@ def probe(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     rng = random.Random(ctx.cfg.sampling.seed + round)
     correct = [s for s in latest if is_correct(s)]
     incorrect = [s for s in latest if not is_correct(s)]
+    if not ctx.cfg.loop.analyst_sees_correct:
+        correct = []  # ablation: the Analyst sees only what the student got wrong
     return {
         "round": round,
         "correct": [for_analyst(s) for s in rng.sample(correct, min(shown, len(correct)))],

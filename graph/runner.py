@@ -124,7 +124,8 @@ def execute(
 ) -> RunResult:
     """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
     data = load_task_data(cfg)
-    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method)
+    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
+                        separate_verifier=cfg.loop.separate_verifier)
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))
@@ -169,7 +170,8 @@ def execute(
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
-        graph = build_graph(ctx.cfg.loop.method).compile(checkpointer=SqliteSaver(conn))
+        graph = build_graph(ctx.cfg.loop.method, ctx.cfg.loop.separate_verifier).compile(
+            checkpointer=SqliteSaver(conn))
         config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
         if resume:
             snapshot = graph.get_state(config)

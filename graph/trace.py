@@ -47,6 +47,7 @@ class TraceWriter:
     def __init__(self, path: Path, secrets: Iterable[str] = ()) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(path)
         self._fh = path.open("a", encoding="utf-8")
         # Defence in depth: nothing should carry a key, but if it does it never reaches disk.
         self._secrets = [s for s in secrets if s and len(s) >= 8]
@@ -60,6 +61,31 @@ class TraceWriter:
 
     def close(self) -> None:
         self._fh.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Cut a last line a crash left half-written, so records appended by a resume start on a line
+    of their own (else the torn line and the next record would fuse into one unreadable line)."""
+    if not path.exists():
+        return
+    with path.open("rb+") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        fh.seek(size - 1)
+        if fh.read(1) == b"\n":
+            return
+        # Scan back for the last newline in chunks; no newline at all: the whole file is torn.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            cut = fh.read(end - start).rfind(b"\n")
+            if cut != -1:
+                fh.truncate(start + cut + 1)
+                return
+            end = start
+        fh.truncate(0)
 
 
 def read_trace(path: Path) -> Iterator[TraceRecord]:
