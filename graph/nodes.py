@@ -98,9 +98,8 @@ def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, ba
         tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
         cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round,
         method=ctx.cfg.loop.method,
+        usage_at_end={k: usage.get(k, 0.0) + own.get(k, 0.0) for k in ("llm", "train", "eval", "total")},
     ).model_dump(mode="json")
-    # Cumulative counters at the end of the round, so the next round can compute its own split.
-    metrics["usage_at_end"] = {k: usage.get(k, 0.0) + own.get(k, 0.0) for k in ("llm", "train", "eval", "total")}
     history = [*state.get("history", []), metrics]
     samples = [*state.get("samples", []), *batch]
     write_run_files(ctx, samples, history)

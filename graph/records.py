@@ -113,3 +113,5 @@ class RoundMetrics(BaseModel):
     seconds: dict[str, float]
     best_round: int
     method: str = "evokd"
+    # Cumulative llm/train/eval/total seconds at the end of the round (the next round's baseline).
+    usage_at_end: dict[str, float] = {}

@@ -1,14 +1,17 @@
 """An OpenAI-compatible chat server that answers like `SentimentTeacher`, for subprocess tests.
 
-    python tests/fake_teacher.py PORT [--delay SECONDS] [--fail-after N]
+    python tests/fake_teacher.py PORT [--delay SECONDS] [--fail-after N] [--alias NAME] [--pidfile PATH]
 
 `--fail-after N` answers HTTP 503 to every chat request after the first N (a teacher that dies).
+`--alias` is the model id `GET /v1/models` lists (the embedded teacher's health check looks for it);
+`--pidfile` gets this process's pid appended, so a test can check the server was stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,7 +25,12 @@ def main() -> None:
     parser.add_argument("port", type=int)
     parser.add_argument("--delay", type=float, default=0.0)
     parser.add_argument("--fail-after", type=int, default=None)
+    parser.add_argument("--alias", default="fake")
+    parser.add_argument("--pidfile", default=None)
     args = parser.parse_args()
+    if args.pidfile:
+        with open(args.pidfile, "a") as fh:
+            fh.write(f"{os.getpid()}\n")
     teacher = SentimentTeacher()
     lock = threading.Lock()
     served = {"n": 0}
@@ -40,7 +48,7 @@ def main() -> None:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+            self._send(200, {"object": "list", "data": [{"id": args.alias, "object": "model"}]})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))

@@ -62,7 +62,9 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 GARBAGE = st.one_of(
-    st.text(max_size=300),                                   # anything, lone surrogates included
+    st.text(max_size=300),                                   # anything
+    st.text(st.characters(categories=["Cs", "Ll", "Zs", "Po"]), max_size=40)  # lone surrogates too
+    .flatmap(lambda t: st.sampled_from([t, json.dumps({"summary": t, "hard": [t], "1": t}, ensure_ascii=False)])),
     JSON_VALUES.map(json.dumps),                             # JSON of any shape
     st.sampled_from(["", "{}", "[]", "null", "```json\n{}\n```", "{\"summary\": ", "Sure! Here you go:"]),
     st.integers(5_000, 12_000).map(lambda n: "x" * n),       # huge non-JSON
@@ -88,10 +90,15 @@ VALID = {
 }
 
 
+def received(reply: str) -> str:
+    """A reply as the Teacher passes it on: what UTF-8 cannot hold (a lone surrogate) masked."""
+    return reply.encode("utf-8", "replace").decode("utf-8")
+
+
 def validates(reply: str, schema: type[BaseModel]) -> bool:
-    """Whether the Teacher accepts this reply (after masking what cannot be written as UTF-8)."""
+    """Whether the Teacher accepts this reply."""
     try:
-        parse_reply(reply.encode("utf-8", "replace").decode("utf-8"), schema)
+        parse_reply(received(reply), schema)
     except ValidationError:
         return False
     return True
@@ -211,7 +218,7 @@ def test_verifier_node_survives_any_reply(node_env: SimpleNamespace, reply: str)
     assert [r["text"] for r in batch] == THREE
     schema = verifier_schema(3)
     if validates(reply, schema):
-        parsed = parse_reply(reply, schema)
+        parsed = parse_reply(received(reply), schema)
         assert len(chat.requests) == 1
         for i, record in enumerate(batch, start=1):
             given_label = getattr(parsed, f"t{i}")

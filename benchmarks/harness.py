@@ -1,0 +1,472 @@
+"""Benchmarks against the paper's baselines and ablations, with one teacher, student, seed set and
+teacher-token budget for every method.
+
+    evokd bench sst2 [--methods evokd,static] [--seeds N] [--profile quick|full] [--base-url URL] [--out DIR]
+    python benchmarks/harness.py sst2 ...        (the same)
+
+Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
+label-conditioned texts, no feedback), `augment` (AugGPT-style paraphrases of the seed set), `evokd`
+(the paper's Analyst: right and wrong samples only), `evokd+metrics` (our Analyst, also shown
+per-class F1 and confused pairs), `llm2llm`, `full` (a student trained on gold training data: the
+upper bound), and the ablations of evokd: `evokd-no-easy`, `evokd-no-correct`, `evokd-no-review`,
+`evokd-no-verifier`. static, augment and llm2llm are classification only.
+
+Every generating run gets the same `loop.max_tokens`, no plateau stop, and enough rounds to spend
+it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
+serves all runs: `--base-url`, else the config's `llm.base_url`, else the embedded teacher started
+once here. Writes `<dataset>-<profile>.json`, `.md` and `.png` (dev F1 against teacher tokens) to
+docs/benchmarks/; the run folders go to runs/bench/<dataset>-<profile>/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "docs" / "benchmarks"
+RUNS = ROOT / "runs" / "bench"
+
+# Config overrides per method; None: no graph run (trained directly, no teacher).
+PAPER_ANALYST = ["loop.analyst_sees_metrics=false"]
+METHODS: dict[str, list[str] | None] = {
+    "no-aug": None,
+    "static": ['loop.method="static"'],
+    "augment": ['loop.method="augment"'],
+    "evokd": [*PAPER_ANALYST],
+    "evokd+metrics": ["loop.analyst_sees_metrics=true"],
+    "llm2llm": ['loop.method="llm2llm"'],
+    "full": None,
+    "evokd-no-easy": [*PAPER_ANALYST, "loop.n_easy=0"],
+    "evokd-no-correct": [*PAPER_ANALYST, "loop.analyst_sees_correct=false"],
+    "evokd-no-review": [*PAPER_ANALYST, "loop.review_size=0"],
+    "evokd-no-verifier": [*PAPER_ANALYST, "loop.separate_verifier=false"],
+}
+MAIN = ["no-aug", "static", "augment", "evokd", "evokd+metrics", "llm2llm", "full"]
+ABLATIONS = ["evokd-no-easy", "evokd-no-correct", "evokd-no-review", "evokd-no-verifier"]
+CLASSIFICATION_ONLY = {"static", "augment", "llm2llm"}
+EVOKD = ["evokd", "evokd+metrics"]  # the methods compared with static and full
+
+
+class BenchError(Exception):
+    """A benchmark cannot run as asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One dataset under one profile."""
+
+    max_tokens: int  # teacher tokens (in + out) per generating run
+    dev_limit: int | None  # None: keep the example config's value
+    test_limit: int | None
+    full_samples: int  # gold training samples for the `full` baseline
+    full_epochs: int
+    max_rounds: int  # a cap high enough for the token budget to be what stops a run
+
+
+@dataclass(frozen=True)
+class Profile:
+    seeds: int  # default number of seeds
+    methods: list[str]  # default methods
+
+
+PROFILES = {
+    # About 20 minutes per dataset on 2 CPU cores with the embedded 1.5B teacher (5 generating runs).
+    "quick": Profile(seeds=1, methods=MAIN),
+    "full": Profile(seeds=3, methods=[*MAIN, *ABLATIONS]),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    config: Path  # the example config the runs start from
+    data_dir: Path  # default; run_benchmark(data_dir=...) / --data overrides it
+    files: dict[str, str]  # data.seed / data.dev / data.test file names in data_dir
+    profiles: dict[str, Settings] = field(default_factory=dict)
+
+
+DATASETS: dict[str, Dataset] = {
+    "sst2": Dataset(ROOT / "examples" / "sst2.toml", SHARED / "sst2",
+                    {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+                    {"quick": Settings(6000, 200, 300, 1000, 2, 20),
+                     "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
+    "imdb": Dataset(ROOT / "examples" / "imdb.toml", SHARED / "imdb",
+                    {"seed": "train.csv", "dev": "train.csv", "test": "test.csv"},
+                    {"quick": Settings(8000, 200, 300, 1000, 2, 20),
+                     "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
+    "conll2003": Dataset(ROOT / "examples" / "conll2003.toml", SHARED / "conll2003",
+                         {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt"},
+                         {"quick": Settings(6000, 200, 300, 1000, 3, 20),
+                          "full": Settings(40000, 1000, 1000, 14041, 3, 60)}),
+    "conll04": Dataset(ROOT / "examples" / "conll04.toml", SHARED / "conll04",
+                       {"seed": "conll04_train.json", "dev": "conll04_dev.json", "test": "conll04_test.json"},
+                       {"quick": Settings(6000, 200, 288, 922, 5, 20),
+                        "full": Settings(40000, 231, 288, 922, 10, 60)}),
+    # The quick-start demo data: a minute-long look at the harness, and its tests.
+    "sentiment": Dataset(ROOT / "examples" / "sentiment" / "config.toml", ROOT / "examples" / "sentiment" / "data",
+                         {"seed": "seed.csv", "dev": "dev.csv", "test": "test.csv"},
+                         {"quick": Settings(3000, None, None, 6, 10, 10),
+                          "full": Settings(10000, None, None, 6, 10, 30)}),
+}
+
+
+def _q(value: object) -> str:
+    return json.dumps(str(value))
+
+
+def base_overrides(dataset: str, profile: str, data_dir: Path | None, runs_dir: Path) -> list[str]:
+    """What every run of a dataset under a profile shares: data, limits, budget, rounds."""
+    spec = DATASETS[dataset]
+    s = spec.profiles[profile]
+    where = Path(data_dir) if data_dir is not None else spec.data_dir
+    out = [f"data.{key}={_q((where / name).resolve())}" for key, name in spec.files.items()]
+    out += [f"data.dev_limit={s.dev_limit}"] if s.dev_limit is not None else []
+    out += [f"data.test_limit={s.test_limit}"] if s.test_limit is not None else []
+    # Equal budgets: the token budget stops a run, not a plateau (patience = the round cap).
+    out += [f"loop.max_tokens={s.max_tokens}", f"loop.max_rounds={s.max_rounds}", f"loop.patience={s.max_rounds}",
+            f"runs_dir={_q(runs_dir.resolve())}"]
+    return out
+
+
+def seed_overrides(cfg: Any, index: int) -> list[str]:
+    return [f"sampling.seed={cfg.sampling.seed + index}", f"student.seed={cfg.student.seed + index}"]
+
+
+@contextlib.contextmanager
+def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, say: Callable[[str], None]
+                ) -> Iterator[list[str]]:
+    """The overrides that point every run at one teacher: a given URL, the config's, or the
+    embedded teacher started (or reused) once for the whole benchmark."""
+    if scripted:
+        yield []
+        return
+    url = base_url or cfg.llm.base_url
+    if url:
+        yield [f"llm.base_url={_q(url)}"]
+        return
+    from evokd.agents.teacher import local_teacher
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with local_teacher(cfg.teacher, log_dir, on_status=say) as info:
+        # llama_cpp.server takes a schema through json_object (it rejects json_schema).
+        structured = [] if cfg.llm.structured != "auto" else ['llm.structured="json_object_schema"']
+        yield [f"llm.base_url={_q(info.base_url)}", *structured]
+
+
+def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
+    """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
+    `full`: up to `full_samples` gold training samples, never a dev or test text."""
+    from evokd.graph.runner import load_task_data
+    from evokd.student.data import cap, read_samples
+    from evokd.student.model import build_student
+
+    data = load_task_data(cfg)
+    if method == "no-aug":
+        train, epochs = data.seed, cfg.student.seed_epochs
+    else:
+        from evokd.graph.context import normalise
+
+        assert cfg.data.seed is not None
+        pool = [s for s in read_samples(cfg.data.seed, cfg.task) if normalise(s.text) not in data.eval_keys]
+        train, epochs = cap(pool, settings.full_samples, cfg.sampling.seed), settings.full_epochs
+    started = time.time()
+    student = build_student(cfg.task, cfg.student)
+    student.fit(train, epochs=epochs, seed=cfg.student.seed)
+    dev = student.evaluate(data.dev).f1
+    test = student.evaluate(data.test).f1 if data.test else None
+    return {"dev_f1": dev, "seed_f1": dev, "test_f1": test, "tokens": 0, "rounds": None, "train_size": len(train),
+            "curve": [[0, dev]], "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
+
+
+def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
+    from evokd.graph.runner import execute
+
+    started = time.time()
+    result = execute(cfg, chat_model=chat_model)
+    state = result.state
+    history = state.get("history", [])
+    usage = state.get("usage", {})
+    test = state.get("test")
+    return {
+        "dev_f1": state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
+        "test_f1": test["f1"] if test else None,
+        "tokens": int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0)),
+        "rounds": len(history) - 1, "best_round": state.get("best_round"),
+        "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
+        "curve": [[h["tokens_in"] + h["tokens_out"], h["f1"]] for h in history],
+        "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
+    }
+
+
+def stats(values: list[float | None]) -> dict[str, Any] | None:
+    """Mean, sample standard deviation and count of the values that exist."""
+    xs = [v for v in values if v is not None and not math.isnan(v)]
+    if not xs:
+        return None
+    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+
+
+def best_within(curve: list[list[float]], tokens: float) -> float:
+    """The best dev F1 a run had reached once it had spent at most `tokens` teacher tokens."""
+    return max(f1 for spent, f1 in curve if spent <= tokens)
+
+
+def headline(run: dict[str, Any]) -> float | None:
+    """The F1 a method is reported by: test F1 of the best dev round, else that best dev F1."""
+    return run["test_f1"] if run.get("test_f1") is not None else run.get("dev_f1")
+
+
+def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per method mean ± std, and the comparisons the paper reports (paired by seed)."""
+    ok = [r for r in runs if r.get("error") is None]
+    by = {m: {r["seed"]: r for r in ok if r["method"] == m} for m in methods}
+    summary: dict[str, Any] = {}
+    for method in methods:
+        rs = list(by[method].values())
+        gains = [(r["dev_f1"] - r["seed_f1"]) / r["tokens"] * 1000 for r in rs if r["tokens"]]
+        summary[method] = {"f1": stats([headline(r) for r in rs]), "test_f1": stats([r["test_f1"] for r in rs]),
+                           "dev_f1": stats([r["dev_f1"] for r in rs]), "seed_f1": stats([r["seed_f1"] for r in rs]),
+                           "tokens": stats([r["tokens"] for r in rs]), "rounds": stats([r["rounds"] for r in rs]),
+                           "gain_per_1k_tokens": stats(gains)}
+    comparisons: dict[str, Any] = {}
+    for method in (m for m in EVOKD if by.get(m)):
+        own, static, full = by[method], by.get("static", {}), by.get("full", {})
+        paired = [s for s in own if s in static]
+        comparisons[method] = {
+            "minus_static": stats([headline(own[s]) - headline(static[s]) for s in paired]),
+            # Best dev F1 of each within the tokens both had spent (the smaller of the two totals).
+            "minus_static_at_equal_tokens": stats([
+                best_within(own[s]["curve"], t) - best_within(static[s]["curve"], t)
+                for s in paired for t in [min(own[s]["tokens"], static[s]["tokens"])]]),
+            "over_full": stats([headline(own[s]) / headline(full[s]) for s in own if s in full and headline(full[s])]),
+        }
+    return summary, comparisons
+
+
+def fmt(stat: dict[str, Any] | None, digits: int = 4, sign: bool = False) -> str:
+    if stat is None:
+        return "–"
+    mean = f"{stat['mean']:+.{digits}f}" if sign else f"{stat['mean']:.{digits}f}"
+    return mean if stat["n"] < 2 else f"{mean} ± {stat['std']:.{digits}f}"
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    summary, comparisons = result["summary"], result["comparisons"]
+    f1_name = "test F1" if result["has_test"] else "dev F1"
+    lines = [
+        f"# Benchmark: {result['dataset']} ({result['profile']} profile)",
+        "",
+        f"- task: {result['task']}; metric: {result['metric']}; seeds: {len(result['seeds'])} "
+        f"(sampling.seed {', '.join(str(s['sampling']) for s in result['seeds'])})",
+        f"- teacher: {result['teacher']}; student: {result['student']}",
+        f"- teacher-token budget per generating run: {result['settings']['max_tokens']}; "
+        f"dev_limit {result['settings']['dev_limit']}, test_limit {result['settings']['test_limit']}; "
+        f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
+        f"- F1: {f1_name} of the best dev round; dev F1: the best round's; gain: (best dev F1 − seed dev F1) "
+        "per 1k teacher tokens; mean ± std over seeds",
+        "",
+        f"| method | {f1_name} | dev F1 (best round) | teacher tokens | F1 gain / 1k tokens | rounds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in result["methods"]:
+        s = summary[method]
+        lines.append(f"| {method} | {fmt(s['f1'])} | {fmt(s['dev_f1'])} | {fmt(s['tokens'], 0)} | "
+                     f"{fmt(s['gain_per_1k_tokens'], 4, sign=True)} | {fmt(s['rounds'], 1)} |")
+    if comparisons:
+        lines += ["", "| | EvoKD − static (same budget) | EvoKD − static, best dev F1 at equal tokens | EvoKD / full |",
+                  "|---|---|---|---|"]
+        for method, c in comparisons.items():
+            lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
+                         f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
+    for method, reason in result["skipped"].items():
+        lines.append(f"\n- {method}: not run ({reason})")
+    failed = [r for r in result["runs"] if r.get("error")]
+    for r in failed:
+        lines.append(f"\n- {r['method']} seed {r['seed']} failed: {r['error']}")
+    lines += ["", f"![dev F1 against teacher tokens]({result['plot']})", ""]
+    return "\n".join(lines)
+
+
+def mean_curve(curves: list[list[list[float]]], grid: list[float]) -> list[float]:
+    """Each run's dev F1 at each grid point (its latest round finished within those tokens), averaged."""
+    return [statistics.fmean(max((c for c in curve if c[0] <= x), key=lambda c: c[0])[1] for curve in curves)
+            for x in grid]
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in result["runs"] if r.get("error") is None]
+    top = max([r["tokens"] for r in runs] + [1])
+    grid = [top * i / 100 for i in range(101)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in result["methods"]:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        if METHODS[method] is None:  # no teacher tokens: a level
+            level = statistics.fmean(r["dev_f1"] for r in mine)
+            ax.axhline(level, linestyle="--" if method == "full" else ":", color="grey" if method == "full" else "k",
+                       linewidth=1, label=f"{method} ({level:.3f})")
+            continue
+        ax.plot(grid, mean_curve([r["curve"] for r in mine], grid), drawstyle="steps-post", label=method)
+    ax.set_xlabel("teacher tokens (cumulative)")
+    ax.set_ylabel(f"dev {result['metric']}")
+    n = len(result["seeds"])
+    ax.set_title(f"{result['dataset']} ({result['profile']}): dev F1 against teacher tokens, "
+                 f"mean of {n} seed{'s' if n != 1 else ''}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def print_table(result: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"{result['dataset']} ({result['profile']}), {len(result['seeds'])} seed(s)")
+    for col in ("method", "test F1" if result["has_test"] else "dev F1", "dev F1 (best)", "tokens", "gain/1k tok",
+                "rounds"):
+        table.add_column(col, justify="right" if col != "method" else "left")
+    for method in result["methods"]:
+        s = result["summary"][method]
+        table.add_row(method, fmt(s["f1"]), fmt(s["dev_f1"]), fmt(s["tokens"], 0),
+                      fmt(s["gain_per_1k_tokens"], 4, sign=True), fmt(s["rounds"], 1))
+    console.print(table)
+    for method, c in result["comparisons"].items():
+        console.print(f"{method} − static: {fmt(c['minus_static'], sign=True)} "
+                      f"(best dev F1 at equal tokens {fmt(c['minus_static_at_equal_tokens'], sign=True)}); "
+                      f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)
+
+
+def resolve_methods(methods: list[str] | None, profile: str, task_type: str) -> tuple[list[str], dict[str, str]]:
+    chosen = list(methods or PROFILES[profile].methods)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise BenchError(f"unknown method(s) {', '.join(unknown)}; one of {', '.join(METHODS)}")
+    skipped = {m: "classification only" for m in chosen if m in CLASSIFICATION_ONLY and task_type != "classification"}
+    return [m for m in chosen if m not in skipped], skipped
+
+
+def run_benchmark(
+    dataset: str,
+    methods: list[str] | None = None,
+    seeds: int | None = None,
+    profile: str = "quick",
+    out_dir: Path | None = None,
+    base_url: str | None = None,
+    *,
+    data_dir: Path | None = None,
+    runs_dir: Path | None = None,
+    overrides: list[str] | None = None,
+    chat_model_factory: Callable[[str], Any] | None = None,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run every (method, seed), write the JSON, markdown and plot, and return the result.
+
+    `chat_model_factory(method)` replaces the teacher with a chat model per run (tests);
+    `overrides` are `--set` items applied to every run after the profile's."""
+    from evokd import __version__
+    from evokd.config import load_config
+
+    console = console or Console()
+    if dataset not in DATASETS:
+        raise BenchError(f"unknown dataset {dataset!r}; one of {', '.join(DATASETS)}")
+    if profile not in PROFILES:
+        raise BenchError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
+    spec, settings = DATASETS[dataset], DATASETS[dataset].profiles[profile]
+    out_dir = Path(out_dir) if out_dir is not None else OUT
+    runs_dir = (Path(runs_dir) if runs_dir is not None else RUNS) / f"{dataset}-{profile}"
+    shared = [*base_overrides(dataset, profile, data_dir, runs_dir), *(overrides or [])]
+    base = load_config(spec.config, shared)
+    chosen, skipped = resolve_methods(methods, profile, base.task.type)
+    n_seeds = seeds if seeds is not None else PROFILES[profile].seeds
+    if n_seeds < 1:
+        raise BenchError("--seeds must be at least 1")
+    seed_values = [{"sampling": base.sampling.seed + i, "student": base.student.seed + i} for i in range(n_seeds)]
+    stem = f"{dataset}-{profile}"
+    runs: list[dict[str, Any]] = []
+    total = len(chosen) * n_seeds
+    started = time.time()
+    with teacher_for(base, base_url, runs_dir, chat_model_factory is not None, console.print) as teacher:
+        for i in range(n_seeds):
+            for method in chosen:
+                extra = METHODS[method] or []
+                cfg = load_config(spec.config, [*shared, *extra, *seed_overrides(base, i), *teacher,
+                                                f"name={_q(f'{dataset}-{method}-s{i}')}"])
+                label = f"[{len(runs) + 1}/{total}] {dataset} {method} seed {i}"
+                console.print(f"{label} ...", highlight=False)
+                try:
+                    if METHODS[method] is None:
+                        row = train_direct(cfg, method, settings)
+                    else:
+                        model = chat_model_factory(method) if chat_model_factory is not None else None
+                        row = run_graph(cfg, model)
+                except Exception as exc:  # one failed run must not lose the others
+                    row = {"error": f"{type(exc).__name__}: {exc}"}
+                    console.print(f"{label}: [red]failed[/] {row['error']}", highlight=False)
+                else:
+                    console.print(f"{label}: dev F1 {row['dev_f1']:.4f}, "
+                                  f"test F1 {row['test_f1'] if row['test_f1'] is None else round(row['test_f1'], 4)}, "
+                                  f"{row['tokens']} tokens, {row['seconds']:.0f} s", highlight=False)
+                runs.append({"method": method, "seed": i, **seed_values[i], **row})
+    summary, comparisons = summarise(runs, chosen)
+    if chat_model_factory is not None:
+        teacher_desc = "scripted"
+    else:
+        teacher_desc = base_url or base.llm.base_url or f"embedded {base.teacher.weights}"
+    result: dict[str, Any] = {
+        "dataset": dataset, "profile": profile, "task": base.task.type,
+        "metric": "macro-F1" if base.task.type == "classification" else "micro-F1 (seqeval)",
+        "has_test": base.data.test is not None, "evokd_version": __version__,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "minutes": (time.time() - started) / 60,
+        "teacher": f"{teacher_desc} (model {base.llm.model})", "student": base.student.model,
+        "settings": {"max_tokens": base.loop.max_tokens, "max_rounds": base.loop.max_rounds,
+                     "dev_limit": base.data.dev_limit, "test_limit": base.data.test_limit,
+                     "full_samples": settings.full_samples, "full_epochs": settings.full_epochs,
+                     "k_per_class": base.sampling.k_per_class, "overrides": overrides or []},
+        "seeds": seed_values, "methods": chosen, "skipped": skipped,
+        "summary": summary, "comparisons": comparisons, "runs": runs, "plot": f"{stem}.png",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    plot(result, out_dir / f"{stem}.png")
+    (out_dir / f"{stem}.md").write_text(render_markdown(result), encoding="utf-8")
+    print_table(result, console)
+    console.print(f"wrote {out_dir / stem}.json, .md, .png", highlight=False)
+    return result
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", choices=list(DATASETS))
+    parser.add_argument("--methods", default=None, help="comma-separated, e.g. evokd,static")
+    parser.add_argument("--seeds", type=int, default=None)
+    parser.add_argument("--profile", default="quick", choices=list(PROFILES))
+    parser.add_argument("--base-url", default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=None, help="the dataset's directory (default ../shared/data/NAME)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    args = parser.parse_args()
+    run_benchmark(args.dataset, args.methods.split(",") if args.methods else None, args.seeds, args.profile,
+                  args.out, args.base_url, data_dir=args.data, overrides=args.overrides)
+
+
+if __name__ == "__main__":
+    main()

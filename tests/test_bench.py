@@ -1,0 +1,142 @@
+"""The benchmark harness, end to end on the sentiment demo data: scripted teacher, tiny student."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SentimentTeacher
+from rich.console import Console
+
+from evokd.agents.scripted import ScriptedChatModel
+
+
+def load_harness():
+    spec = importlib.util.spec_from_file_location("evokd_bench_harness", ROOT / "benchmarks" / "harness.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+harness = load_harness()
+
+
+class BenchTeacher(SentimentTeacher):
+    """Answers every method's prompts: static, LLM2LLM, and the EvoKD agents."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.methods_seen: set[str] = set()
+
+    def __call__(self, messages: list) -> str:
+        last = str(messages[-1].content)
+        if "whose label is" in last:
+            self.methods_seen.add("static")
+            label = re.search(r'whose label is "(\w+)"', last).group(1)
+            return json.dumps({"texts": [f"Plainly {label} review one.", f"Plainly {label} review two."]})
+        if "It got this example wrong" in last:
+            self.methods_seen.add("llm2llm")
+            label = re.search(r"Label: (\w+)", last).group(1)
+            return json.dumps({"examples": [{"text": f"A fresh {label} example about trains.", "label": label}]})
+        self.methods_seen.add("evokd")
+        return super().__call__(messages)
+
+
+def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
+    teacher = BenchTeacher()
+    methods = ["no-aug", "static", "evokd", "llm2llm", "full"]
+    out = tmp_path / "out"
+    console = Console(file=(tmp_path / "console.txt").open("w"), width=200)
+    result = harness.run_benchmark(
+        "sentiment", methods, seeds=1, profile="quick", out_dir=out, runs_dir=tmp_path / "runs",
+        overrides=[f"student.model={json.dumps(str(tiny_model_dir))}", "student.max_length=32",
+                   "student.seed_epochs=2", "student.epochs_per_round=1", "loop.max_rounds=1",
+                   "loop.n_hard=2", "loop.n_easy=2"],
+        chat_model_factory=lambda method: ScriptedChatModel(script=teacher), console=console)
+    console.file.close()
+    assert {"static", "evokd"} <= teacher.methods_seen
+    runs = {r["method"]: r for r in result["runs"]}
+    assert set(runs) == set(methods) and not any(r.get("error") for r in runs.values())
+    # Graph runs spent teacher tokens within the one budget; no-aug and full spent none.
+    assert runs["static"]["tokens"] > 0 and runs["evokd"]["tokens"] > 0
+    assert runs["no-aug"]["tokens"] == runs["full"]["tokens"] == 0
+    assert {r["rounds"] for m, r in runs.items() if m in ("static", "evokd", "llm2llm")} == {1}
+    # no-aug is the seed round: the same student as round 0 of every run with this seed.
+    assert runs["no-aug"]["dev_f1"] == pytest.approx(runs["evokd"]["seed_f1"])
+    assert runs["no-aug"]["dev_f1"] == pytest.approx(runs["static"]["seed_f1"])
+    assert runs["full"]["train_size"] == 6  # the demo's whole gold file (no dev/test text in it)
+    assert all(r["test_f1"] is not None for r in runs.values())
+    assert runs["evokd"]["curve"][0] == [0, runs["evokd"]["seed_f1"]]
+
+    stem = out / "sentiment-quick"
+    data = json.loads(stem.with_suffix(".json").read_text())
+    assert data["methods"] == methods and set(data["summary"]) == set(methods)
+    assert data["settings"]["max_tokens"] == 3000
+    assert set(data["comparisons"]["evokd"]) == {"minus_static", "minus_static_at_equal_tokens", "over_full"}
+    assert data["comparisons"]["evokd"]["over_full"]["n"] == 1
+    markdown = stem.with_suffix(".md").read_text()
+    for method in methods:
+        assert f"| {method} |" in markdown
+    assert "EvoKD − static" in markdown and "sentiment-quick.png" in markdown
+    assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = (tmp_path / "console.txt").read_text()
+    assert "evokd − static" in printed and "llm2llm" in printed
+    # Every graph run wrote its own run folder under runs_dir.
+    assert all(Path(runs[m]["run_dir"]).parent == tmp_path / "runs" / "sentiment-quick"
+               for m in ("static", "evokd", "llm2llm"))
+
+
+def test_summary_maths() -> None:
+    def run(method: str, seed: int, f1: float, tokens: int, seed_f1: float = 0.5, curve=None) -> dict:
+        return {"method": method, "seed": seed, "dev_f1": f1, "test_f1": f1 - 0.01, "seed_f1": seed_f1,
+                "tokens": tokens, "rounds": 2, "curve": curve or [[0, seed_f1], [tokens, f1]]}
+
+    runs = [run("evokd", 0, 0.7, 2000, curve=[[0, 0.5], [1000, 0.7], [2000, 0.6]]), run("evokd", 1, 0.8, 1000),
+            run("static", 0, 0.6, 1000), run("static", 1, 0.6, 2000),
+            run("full", 0, 0.9, 0), run("full", 1, 0.9, 0)]
+    summary, comparisons = harness.summarise(runs, ["evokd", "static", "full"])
+    assert summary["evokd"]["dev_f1"]["mean"] == pytest.approx(0.75)
+    assert summary["evokd"]["dev_f1"]["std"] == pytest.approx(0.0707107, rel=1e-4)
+    # (0.7 - 0.5) / 2000 * 1000 = 0.1 and (0.8 - 0.5) / 1000 * 1000 = 0.3
+    assert summary["evokd"]["gain_per_1k_tokens"]["mean"] == pytest.approx(0.2)
+    assert summary["full"]["gain_per_1k_tokens"] is None
+    c = comparisons["evokd"]
+    assert c["minus_static"]["mean"] == pytest.approx((0.1 + 0.2) / 2)  # test F1, paired by seed
+    # Seed 0 at 1000 tokens: evokd 0.7, static 0.6; seed 1 at 1000 tokens: evokd 0.8, static 0.5.
+    assert c["minus_static_at_equal_tokens"]["mean"] == pytest.approx((0.1 + 0.3) / 2)
+    assert c["over_full"]["mean"] == pytest.approx(((0.69 / 0.89) + (0.79 / 0.89)) / 2)
+
+
+def test_registry_and_methods() -> None:
+    for name, spec in harness.DATASETS.items():
+        assert spec.config.is_file(), name
+        assert set(spec.profiles) == set(harness.PROFILES), name
+    methods, skipped = harness.resolve_methods(None, "full", "ner")
+    assert "static" not in methods and skipped == {m: "classification only" for m in ("static", "augment", "llm2llm")}
+    assert set(harness.ABLATIONS) <= set(methods)
+    with pytest.raises(harness.BenchError, match="unknown method"):
+        harness.resolve_methods(["evokd", "zerogen"], "quick", "classification")
+    # Every method's overrides make a valid config, with the shared budget and the seed's values.
+    from evokd.config import load_config
+
+    base = harness.base_overrides("sst2", "quick", Path("/data/sst2"), Path("/tmp/runs"))
+    assert 'data.seed="/data/sst2/train.tsv"' in base and "loop.max_tokens=6000" in base
+    for method, extra in harness.METHODS.items():
+        cfg = load_config(harness.DATASETS["sentiment"].config, [*base, *(extra or []), "sampling.seed=14"])
+        assert cfg.loop.max_tokens == 6000 and cfg.sampling.seed == 14, method
+
+
+def test_cli_loads_the_harness_and_reports_bad_input() -> None:
+    from typer.testing import CliRunner
+
+    from evokd.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "nosuch"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "unknown dataset 'nosuch'" in result.output
+    result = CliRunner().invoke(app, ["bench", "conll04", "--methods", "evokd,zerogen"], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "unknown method(s) zerogen" in result.output
