@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 from rich.console import Console
 from rich.table import Table
 
@@ -30,11 +30,9 @@ OUT = ROOT / "docs" / "benchmarks" / "verifier_accuracy.json"
 
 
 def list_schema(labels: list[str], n: int) -> type[BaseModel]:
-    class ListReply(BaseModel):
-        labels: list[str] = Field(json_schema_extra={"items": {"type": "string", "enum": [*labels, "none"]},
-                                                     "minItems": n, "maxItems": n})
-
-    return ListReply
+    """A plain list of labels in text order (the format evokd moved away from)."""
+    extra = {"items": {"type": "string", "enum": [*labels, "none"]}, "minItems": n, "maxItems": n}
+    return create_model("ListReply", labels=(list[str], Field(json_schema_extra=extra)))
 
 
 def main() -> None:

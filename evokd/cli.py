@@ -110,7 +110,10 @@ def run(
     except KeyboardInterrupt:
         where = f": evokd run --resume {run_folder.root}" if run_folder is not None else ""
         fail(f"interrupted; finished rounds are saved{where}", code=130)
-    console.print(result.run.summary.read_text(encoding="utf-8") if result.run.summary.exists() else "")
+    if result.run.summary.exists():
+        from rich.markdown import Markdown
+
+        console.print(Markdown(result.run.summary.read_text(encoding="utf-8")))
     console.print(f"[bold green]done[/]: {result.run.root}")
 
 

@@ -46,7 +46,9 @@ class LiveView:
         self.node_started_at = time.time()
         self.tokens = 0
 
-    def _render(self) -> Group:
+    def _render(self, finished: str | None = None) -> Group:
+        if finished is not None:
+            return Group(self.table, Text(finished, style="bold"))
         return Group(self.table, self.spinner, self.detail)
 
     def __enter__(self) -> LiveView:
@@ -54,7 +56,8 @@ class LiveView:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.status.plain = "done"
+        # The last frame stays on screen: no spinner left turning beside a finished run.
+        self.live.update(self._render("finished" if exc[0] is None else "stopped"))
         self.live.__exit__(*exc)
 
     def events(self) -> Events:

@@ -178,7 +178,9 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
             if not snapshot.values:
                 raise RunError(f"{ctx.run.root}: nothing to resume (no checkpoint yet); start a new run")
             if not snapshot.next:
-                return dict(snapshot.values)  # already finished
+                # Finished. (A node that ended just before a kill -9 saved its writes but not the next
+                # checkpoint: `next` is then empty while its task is still listed, and invoke goes on.)
+                return dict(snapshot.values)
             # What the finished nodes spent still counts against the budget.
             spent = snapshot.values.get("usage", {})
             ctx.teacher.budget.tokens = int(spent.get("tokens_in", 0) + spent.get("tokens_out", 0))

@@ -98,9 +98,11 @@ def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: 
     before = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()] \
         if (folder / "metrics.jsonl").exists() else []
 
+    t0 = time.time()
     resumed = evokd("run", "--resume", str(folder))
     out, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, out
+    print(f"measured: kill -9 {point}: resume to the end {time.time() - t0:.1f} s")
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1, 2, 3]
     assert metrics[: len(before)] == before  # finished rounds kept as they were
@@ -119,9 +121,11 @@ def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path, tiny_model_dir: Path, 
         time.sleep(0.05)
     folder = run_dir(runs)
     wait_for(folder / "trace.jsonl", lambda r: turns(r, "generator") == [1])
+    t0 = time.time()
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, out
+    print(f"measured: Ctrl-C to exit 130: {time.time() - t0:.1f} s")
     assert "evokd run --resume" in out
     resumed = evokd("run", "--resume", str(folder))
     out, _ = resumed.communicate(timeout=300)
@@ -147,15 +151,20 @@ def test_teacher_dies_mid_run_then_resume(tmp_path: Path, tiny_model_dir: Path) 
     assert "evokd run --resume" in out
     assert time.time() - started < 120
     folder = run_dir(tmp_path / "runs")
+    (failed,) = [r for r in read_trace(folder / "trace.jsonl") if isinstance(r, NodeTurn) and r.error]
+    print(f"measured: teacher dies: {failed.node} failed after 2 retries (backoff 0.1 s, 0.2 s), "
+          f"{failed.seconds:.2f} s from its first request to the error; whole run {time.time() - started:.1f} s")
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1]
     back, url2 = start_fake()
     try:
+        t0 = time.time()
         resumed = evokd("run", "--resume", str(folder), "--base-url", url2)
         out, _ = resumed.communicate(timeout=300)
     finally:
         back.kill()
         back.wait()
     assert resumed.returncode == 0, out
+    print(f"measured: teacher back: resume to the end {time.time() - t0:.1f} s")
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1, 2]

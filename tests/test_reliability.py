@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
+from typing import ClassVar
 
 import httpx
 import openai
@@ -279,7 +280,8 @@ def test_short_generator_reply_is_topped_up_once(node_env: SimpleNamespace) -> N
 class GarbageAgent(SentimentTeacher):
     """A sensible teacher except for one agent, which always answers garbage."""
 
-    MARKERS = {"analyst": "summarize the patterns", "generator": "Based on your summary", "verifier": "Label each one"}
+    MARKERS: ClassVar[dict[str, str]] = {
+        "analyst": "summarize the patterns", "generator": "Based on your summary", "verifier": "Label each one"}
 
     def __init__(self, agent: str, garbage: str) -> None:
         super().__init__()
@@ -302,7 +304,7 @@ class GarbageAgent(SentimentTeacher):
 @pytest.mark.parametrize("agent", ["analyst", "generator", "verifier"])
 def test_run_finishes_when_an_agent_only_answers_garbage(tmp_path: Path, tiny_model_dir: Path, agent: str) -> None:
     teacher = GarbageAgent(agent, "Sure! The labels are: positive, positive.")
-    result, chat = run_graph(tmp_path, tiny_model_dir, teacher, ["llm.schema_retries=2"], max_rounds=1)
+    result, _ = run_graph(tmp_path, tiny_model_dir, teacher, ["llm.schema_retries=2"], max_rounds=1)
     run, state = result.run, result.state
     assert state["stop_reason"] == "max_rounds" and run.summary.exists()
     calls = llm_calls(run)
@@ -421,8 +423,12 @@ def ask(teacher: Teacher):
     return teacher.ask([{"role": "user", "content": "go"}], AnalystReply, round=1, node="analyst")
 
 
-@pytest.mark.parametrize(("headers", "expected"), [({"retry-after": "3"}, [3.0]), ({"Retry-After": "7.5"}, [7.5]),
-                                                  ({}, [0.5]), ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, [0.5])])
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"retry-after": "3"}, [3.0]),
+    ({"Retry-After": "7.5"}, [7.5]),
+    ({}, [0.5]),  # no Retry-After: the backoff
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, [0.5]),  # a date is not understood: the backoff
+])
 def test_429_honours_retry_after(headers: dict[str, str], expected: list[float]) -> None:
     teacher, chat, sleeps = transport_teacher([status_error(openai.RateLimitError, 429, headers)])
     parsed, _, (call,) = ask(teacher)
@@ -497,6 +503,57 @@ def test_resume_serves_the_interrupted_nodes_recorded_calls(tmp_path: Path, tiny
     assert len(paid) == len(set(paid))  # no request paid twice
     texts = [s["text"] for s in read_jsonl(run.samples) if s["round"] == 1]
     assert texts[0] == "Not a good film, first take." and len(texts) == 4
+
+
+def cut_checkpoints_after(run: RunFolder, node: str, round: int) -> None:
+    """Make the checkpoint DB look like a kill -9 right after `node` of `round` ended: its writes
+    are saved, the checkpoint that should follow them is not (found by kill -9 at random points)."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from evokd.graph.build import build_graph
+    from evokd.graph.runner import THREAD
+
+    with sqlite3.connect(run.checkpoints_db) as conn:
+        graph = build_graph().compile(checkpointer=SqliteSaver(conn))
+        (before,) = [s for s in graph.get_state_history(THREAD)
+                     if s.next == (node,) and s.values.get("round") == round]
+        keep = before.config["configurable"]["checkpoint_id"]
+        conn.execute("DELETE FROM checkpoints WHERE checkpoint_id > ?", (keep,))
+        conn.execute("DELETE FROM writes WHERE checkpoint_id > ?", (keep,))
+        snapshot = graph.get_state(THREAD)
+        assert snapshot.next == () and [t.name for t in snapshot.tasks] == [node]  # the tricky state
+
+
+def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=2))
+    first = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    run = first.run
+    cut_checkpoints_after(run, "verifier", 2)
+    chat = ScriptedChatModel(script=SentimentTeacher())
+    result = execute(cfg, run=run, resume=True, chat_model=chat)
+    # The run goes on from the saved writes: the Verifier is not asked again, round 2 is trained.
+    assert chat.requests == []
+    assert [h["round"] for h in result.state["history"]] == [0, 1, 2]
+    resumed = list(read_trace(run.trace))
+    after = resumed[[i for i, r in enumerate(resumed) if isinstance(r, RunHeader)][-1]:]
+    assert [r.node for r in after if isinstance(r, NodeTurn)] == ["trainer", "decide", "finish"]
+    assert result.state["history"][:2] == first.state["history"][:2]
+
+
+def test_resume_before_the_first_checkpoint_starts_from_the_top(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`evokd run` killed after it made the run folder but before LangGraph's first checkpoint."""
+    from evokd.config import dump_config
+
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=1))
+    run = RunFolder.create(cfg.runs_dir, cfg.name)
+    write_atomic(run.config, dump_config(cfg))
+    run.trace.write_text('{"schema_version": 1, "kind": "run", "run_id": "torn')  # a torn header, no newline
+    result = execute(cfg, run=run, resume=True, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    assert result.state["stop_reason"] == "max_rounds"
+    assert [m["round"] for m in read_jsonl(run.metrics)] == [0, 1]
+    assert isinstance(next(iter(read_trace(run.trace))), RunHeader)
 
 
 # --------------------------------------------------------------------------- secrets
