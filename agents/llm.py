@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -56,6 +57,7 @@ class Budget:
         self.max_tokens, self.max_cost = max_tokens, max_cost
         self.price_in, self.price_out = price_in_per_1k, price_out_per_1k
         self.tokens, self.cost = 0, 0.0
+        self._lock = threading.Lock()  # calls may run in threads (llm.concurrency)
 
     def check(self) -> None:
         if self.max_tokens is not None and self.tokens >= self.max_tokens:
@@ -64,8 +66,9 @@ class Budget:
             raise BudgetExhausted(f"cost budget spent ({self.cost:.4f} of {self.max_cost})")
 
     def charge(self, tokens_in: int, tokens_out: int) -> None:
-        self.tokens += tokens_in + tokens_out
-        self.cost += tokens_in / 1000 * self.price_in + tokens_out / 1000 * self.price_out
+        with self._lock:
+            self.tokens += tokens_in + tokens_out
+            self.cost += tokens_in / 1000 * self.price_in + tokens_out / 1000 * self.price_out
 
 
 def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:

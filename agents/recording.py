@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -40,6 +41,7 @@ class Recording:
     by_turn: dict[Turn, list[LLMCall]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        self._lock = threading.Lock()
         for call in self.calls:
             if call.reply is None:
                 continue
@@ -62,6 +64,10 @@ class Recording:
 
     def serve(self, request: LLMCall) -> LLMCall | None:
         """The recorded call that answers this request, or None to ask the live teacher."""
+        with self._lock:
+            return self._serve(request)
+
+    def _serve(self, request: LLMCall) -> LLMCall | None:
         same = self.by_key.get(request.request_key)
         if self.mode == "fork":
             if self.until_round is not None and request.round >= self.until_round:

@@ -7,6 +7,7 @@ too long, duplicate, equal to an evaluation text) run before any tokens are spen
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 from langgraph.runtime import Runtime
@@ -121,23 +122,35 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             to_label.append(record)
     calls: list[Any] = []
     size = loop.verifier_batch_size
-    for start in range(0, len(to_label), size):
-        chunk = to_label[start:start + size]
+    chunks = [to_label[start:start + size] for start in range(0, len(to_label), size)]
+
+    def label(chunk: list[SampleRecord]) -> tuple[Any, Exception | None]:
         try:
-            annotations, new_calls = annotate_batch([r.text for r in chunk], ctx, round)
-            calls += new_calls
-        except StructuredOutputError as exc:
+            return annotate_batch([r.text for r in chunk], ctx, round), None
+        except (StructuredOutputError, BudgetExhausted) as exc:
+            return None, exc
+
+    workers = min(ctx.cfg.llm.concurrency, len(chunks))
+    if workers > 1:
+        # Batches are independent: a server that serves requests in parallel labels them at once.
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(label, chunks))
+    else:
+        results = [label(chunk) for chunk in chunks]
+    for chunk, (result, exc) in zip(chunks, results, strict=True):
+        if isinstance(exc, StructuredOutputError):
             # One bad batch costs its samples, not the run.
             calls += exc.calls
             for record in chunk:
                 record.reason = f"verifier reply invalid: {exc}"
-            continue
-        except BudgetExhausted:
-            for record in to_label[start:]:
+        elif isinstance(exc, BudgetExhausted):
+            for record in chunk:
                 record.reason = "teacher budget spent before labelling"
-            break
-        for record, annotation in zip(chunk, annotations, strict=True):
-            judge(record, annotation, ctx)
+        else:
+            annotations, new_calls = result
+            calls += new_calls
+            for record, annotation in zip(chunk, annotations, strict=True):
+                judge(record, annotation, ctx)
     batch = [r.model_dump(mode="json") for r in records]
     return {"batch": batch, "usage": usage_of(calls, ctx)}
 

@@ -176,8 +176,9 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
         if resume:
             snapshot = graph.get_state(config)
             if not snapshot.values:
-                raise RunError(f"{ctx.run.root}: nothing to resume (no checkpoint yet); start a new run")
-            if not snapshot.next:
+                # Stopped before the first checkpoint: nothing was finished, so start from the top.
+                return graph.invoke({"round": 0}, config=config, context=ctx)
+            if not snapshot.next and not snapshot.tasks:
                 # Finished. (A node that ended just before a kill -9 saved its writes but not the next
                 # checkpoint: `next` is then empty while its task is still listed, and invoke goes on.)
                 return dict(snapshot.values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,8 @@ class TraceWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_torn_tail(path)
         self._fh = path.open("a", encoding="utf-8")
+        # Verifier batches may run in threads (llm.concurrency): one record, one whole line.
+        self._lock = threading.Lock()
         # Defence in depth: nothing should carry a key, but if it does it never reaches disk.
         self._secrets = [s for s in secrets if s and len(s) >= 8]
 
@@ -56,8 +59,9 @@ class TraceWriter:
         line = record.model_dump_json()
         for secret in self._secrets:
             line = line.replace(secret, "[redacted]")
-        self._fh.write(line + "\n")
-        self._fh.flush()
+        with self._lock:
+            self._fh.write(line + "\n")
+            self._fh.flush()
 
     def close(self) -> None:
         self._fh.close()
