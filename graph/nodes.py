@@ -165,8 +165,12 @@ def probe_seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     seed = [dict(s) for s in state.get("samples", []) if s["intent"] == "seed"]
     for record, prediction in zip(seed, student.predict([to_sample(s) for s in seed]), strict=True):
         record["predicted"] = predicted_value(prediction)
+    incorrect = [s for s in seed if not is_correct(s)]
+    if not incorrect:
+        log.warning("round %d: the student gets every seed example right, so LLM2LLM has nothing to "
+                    "target; more seed examples (sampling.k_per_class) give it something", state["round"] + 1)
     return {"round": state["round"] + 1, "correct": [s for s in seed if is_correct(s)],
-            "incorrect": [s for s in seed if not is_correct(s)], "batch": []}
+            "incorrect": incorrect, "batch": []}
 
 
 def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def test_teacher_unreachable_from_the_start_then_resume(tmp_path: Path, tiny_mod
     assert turns(records, "seed") == [0]  # the seed round was not trained again
     assert [r.resumed for r in records if isinstance(r, RunHeader)] == [False, True]
     assert_no_key(folder)
-    print(f"measured: unreachable at start: 1 retry, exit 1 after {seconds:.1f} s (incl. seed round); "
+    print(f"measured: unreachable at start: 1 retry, analyst gave up {failed[0].seconds:.2f} s after its first "
+          f"request; exit 1 after {seconds:.1f} s (process start and seed round included); "
           f"resume to the end {resume_seconds:.1f} s")
 
 
