@@ -70,7 +70,7 @@ def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 def usage_of(calls: list, ctx: Context) -> dict[str, float]:
     """Counters to add to the state for a node's LLM calls (recorded replies cost nothing)."""
     loop = ctx.cfg.loop
-    paid = [c for c in calls if not c.from_record]
+    paid = [c for c in calls if not c.from_record or c.paid_before_resume]
     tokens_in = sum(c.tokens_in for c in paid)
     tokens_out = sum(c.tokens_out for c in paid)
     return {

@@ -227,6 +227,10 @@ class Teacher:
         if old is not None:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
             record.latency_s, record.from_record = old.latency_s, True
+            if self.recording.mode == "resume":
+                # Paid by the interrupted run but not yet in the checkpointed usage: count it now.
+                record.paid_before_resume = True
+                self.budget.charge(record.tokens_in, record.tokens_out)
             return record
         self.budget.check()
         message = self._invoke_with_retries(messages, schema, record, temperature)

@@ -56,6 +56,8 @@ class LLMCall(_Record):
     error: str | None = None
     # Served from an earlier recording (resume or replay) instead of asking the teacher again.
     from_record: bool = False
+    # Served on --resume from the interrupted run's trace: paid once, there, and counted here.
+    paid_before_resume: bool = False
 
 
 class NodeTurn(_Record):

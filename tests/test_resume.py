@@ -74,3 +74,39 @@ def test_resume_of_finished_run_is_a_no_op(tmp_path: Path, tiny_model_dir: Path)
     again = execute(cfg, run=first.run, resume=True, chat_model=chat)
     assert chat.requests == []
     assert again.state["history"] == first.state["history"]
+
+
+class DiesAtSecondLabel(SentimentTeacher):
+    """Labels one text, then goes away (the verifier labels one text per call here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labelled = 0
+
+    def __call__(self, messages: list):
+        if "Label each one" in str(messages[-1].content):
+            self.labelled += 1
+            if self.labelled > 1:
+                return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
+        return super().__call__(messages)
+
+
+def test_calls_paid_before_a_crash_count_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from evokd.graph.records import LLMCall
+
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=1),
+                      ["llm.max_retries=0", "loop.verifier_batch_size=1"])
+    run = RunFolder.create(cfg.runs_dir, cfg.name)
+    with pytest.raises(TeacherUnreachable):
+        execute(cfg, run=run, chat_model=ScriptedChatModel(script=DiesAtSecondLabel()))
+    teacher = SentimentTeacher()
+    teacher.round = 1
+    chat = ScriptedChatModel(script=teacher)
+    result = execute(cfg, run=run, resume=True, chat_model=chat)
+    calls = [r for r in read_trace(run.trace) if isinstance(r, LLMCall)]
+    served = [c for c in calls if c.from_record]
+    assert len(served) == 1 and served[0].node == "verifier" and served[0].paid_before_resume
+    assert len(chat.requests) == 3  # the other three texts; the first label was not asked again
+    paid = [c for c in calls if not c.from_record]
+    usage = result.state["usage"]
+    assert usage["tokens_in"] + usage["tokens_out"] == sum(c.tokens_in + c.tokens_out for c in paid)
