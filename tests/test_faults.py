@@ -54,6 +54,11 @@ def evokd(*args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, env=env)
 
 
+def outcome(metrics: dict) -> dict:
+    """A round's metrics without its wall-clock timings."""
+    return {k: v for k, v in metrics.items() if k not in ("seconds", "usage_at_end")}
+
+
 def run_dir(runs: Path) -> Path:
     (only,) = list(runs.iterdir())
     return only
@@ -105,7 +110,9 @@ def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: 
     print(f"measured: kill -9 {point}: resume to the end {time.time() - t0:.1f} s")
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1, 2, 3]
-    assert metrics[: len(before)] == before  # finished rounds kept as they were
+    # Finished rounds kept as they were. A node killed after writing its files but before LangGraph
+    # committed its checkpoint is redone: same results, other wall-clock seconds.
+    assert [outcome(m) for m in metrics[: len(before)]] == [outcome(m) for m in before]
     records = list(read_trace(folder / "trace.jsonl"))  # readable, torn line or not
     assert sorted(set(turns(records, "trainer"))) == [1, 2, 3]
     assert turns(records, "trainer").count(1) == 1  # round 1 trained once

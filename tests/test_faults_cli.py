@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from test_faults import evokd, free_port, run_dir, start_fake, turns, wait_for
+from test_faults import evokd, free_port, outcome, run_dir, start_fake, turns, wait_for
 
 from evokd.graph.records import LLMCall, NodeTurn, RunHeader
 from evokd.graph.trace import read_trace
@@ -117,7 +117,9 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, tiny_model_dir: Pat
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     metrics = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1, 2]
-    assert metrics[: len(before)] == before  # finished rounds kept as they were
+    # Finished rounds kept as they were. A node killed after writing its files but before LangGraph
+    # committed its checkpoint is redone: same results, other wall-clock seconds.
+    assert [outcome(m) for m in metrics[: len(before)]] == [outcome(m) for m in before]
     records = list(read_trace(folder / "trace.jsonl"))  # every line readable, a torn one included
     finished = turns(records, "trainer")
     assert sorted(set(finished)) == [1, 2] and len(finished) == len(set(finished))  # none trained twice
