@@ -38,34 +38,42 @@ def per_label(ctx: Context) -> int:
     return max(1, math.ceil((loop.n_hard + loop.n_easy) / len(ctx.cfg.task.labels)))
 
 
-def static_gen(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = runtime.context
+def ask_for_texts(state: RunState, ctx: Context, *, agent: str, method: str,
+                  requests: list[tuple[str, dict[str, Any]]], n: int) -> dict[str, Any]:
+    """The no-feedback baselines' round: one teacher call per (label, prompt variables) asking for
+    n texts, each kept under that label once it passes the Verifier's cheap checks."""
     loop, task = ctx.cfg.loop, ctx.cfg.task
+    node = f"{agent}_gen"
     round = state["round"] + 1  # this node starts the round
     seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
-    n = per_label(ctx)
     records: list[SampleRecord] = []
     calls: list[Any] = []
-    for label in task.labels:
+    for label, variables in requests:
         messages, template = ctx.prompts.messages(
-            "static", task_description=task.description, labels=task.labels,
-            label_descriptions=task.label_descriptions, label=label, n=n, round=round)
+            agent, task_description=task.description, labels=task.labels,
+            label_descriptions=task.label_descriptions, n=n, round=round, **variables)
         try:
-            reply, _, new_calls = ctx.teacher.ask(messages, reply_schema(n), round=round, node="static_gen",
+            reply, _, new_calls = ctx.teacher.ask(messages, reply_schema(n), round=round, node=node,
                                                   prompt_file=template.name, prompt_sha256=template.sha256)
         except BudgetExhausted:
             break
         except StructuredOutputError as exc:
-            log.warning("static_gen, round %d: %s", round, exc)
+            log.warning("%s, round %d: %s", node, round, exc)
             calls += exc.calls
             continue
         calls += new_calls
         for text in reply.texts[:n]:
             text = " ".join(str(text).split())
             record = SampleRecord(round=round, text=text, intent="easy", label=label, accepted=False,
-                                  method="static")
+                                  method=method)
             record.reason = precheck(text, seen, ctx.data.eval_keys, loop.max_text_chars)
             record.accepted = record.reason is None
             records.append(record)
     return {"round": round, "batch": [r.model_dump(mode="json") for r in records],
             "usage": usage_of(calls, ctx)}
+
+
+def static_gen(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    ctx = runtime.context
+    requests = [(label, {"label": label}) for label in ctx.cfg.task.labels]
+    return ask_for_texts(state, ctx, agent="static", method="static", requests=requests, n=per_label(ctx))
