@@ -44,7 +44,7 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
     for key, value in update.items():
         if key in ("conversation", "samples", "history", "latest"):
             out[key] = f"{len(value)} items"
-        elif key in ("batch", "candidates", "correct", "incorrect") or key != "usage":
+        elif key != "usage":  # usage is summed into the state, not the node's own output
             out[key] = value
     return out
 
