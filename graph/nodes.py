@@ -201,7 +201,8 @@ def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, A
         own["train"] = time.time() - t0
     update = _finish_round(state, ctx, round=round, student=student, batch=batch,
                            train_size=len(train) if accepted else 0, own=own, started=started)
-    return {**update, "latest": accepted}
+    # A round that accepted nothing leaves the previous batch as the one to probe next.
+    return {**update, "latest": accepted or state.get("latest", [])}
 
 
 def trainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
