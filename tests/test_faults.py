@@ -64,6 +64,14 @@ def run_dir(runs: Path) -> Path:
     return only
 
 
+def first_run_folder(runs: Path, timeout: float = 60) -> Path:
+    """The run folder a just-started `evokd run` creates under `runs`, once it exists."""
+    deadline = time.time() + timeout
+    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
+        time.sleep(0.02)  # fine-grained: some kill points come early in a run
+    return run_dir(runs)
+
+
 def wait_for(path: Path, predicate, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -92,11 +100,7 @@ KILL_POINTS = {
 def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: str, point: str) -> None:
     config = write_config(tmp_path, tiny_model_dir, max_rounds=3)
     proc = evokd("run", str(config), "--base-url", fake_teacher)
-    runs = tmp_path / "runs"
-    deadline = time.time() + 60
-    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
-        time.sleep(0.05)
-    folder = run_dir(runs)
+    folder = first_run_folder(tmp_path / "runs")
     wait_for(folder / "trace.jsonl", KILL_POINTS[point])
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -122,11 +126,7 @@ def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: 
 def test_ctrl_c_stops_cleanly_and_resumes(tmp_path: Path, tiny_model_dir: Path, fake_teacher: str) -> None:
     config = write_config(tmp_path, tiny_model_dir, max_rounds=2)
     proc = evokd("run", str(config), "--base-url", fake_teacher)
-    runs = tmp_path / "runs"
-    deadline = time.time() + 60
-    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
-        time.sleep(0.05)
-    folder = run_dir(runs)
+    folder = first_run_folder(tmp_path / "runs")
     wait_for(folder / "trace.jsonl", lambda r: turns(r, "generator") == [1])
     t0 = time.time()
     proc.send_signal(signal.SIGINT)

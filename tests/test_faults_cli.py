@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from test_faults import evokd, free_port, outcome, run_dir, start_fake, turns, wait_for
+from test_faults import evokd, first_run_folder, free_port, outcome, run_dir, start_fake, turns, wait_for
 
 from evokd.graph.records import LLMCall, NodeTurn, RunHeader
 from evokd.graph.trace import read_trace
@@ -95,11 +95,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, tiny_model_dir: Pat
         env = {**env_with_key(), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
         proc = subprocess.Popen([sys.executable, "-m", "evokd", "run", str(config), "--base-url", url],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        runs = tmp_path / "runs"
-        deadline = time.time() + 60
-        while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
-            time.sleep(0.02)
-        folder = run_dir(runs)
+        folder = first_run_folder(tmp_path / "runs")
         wait_for(folder / "trace.jsonl", lambda records: len(records) >= k)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -180,11 +176,7 @@ def test_ctrl_c_stops_the_embedded_teacher_and_resumes(tmp_path: Path, tiny_mode
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
     proc = launch("run", str(config))
-    runs = tmp_path / "runs"
-    deadline = time.time() + 60
-    while not (runs.exists() and any(runs.iterdir())) and time.time() < deadline:
-        time.sleep(0.05)
-    folder = run_dir(runs)
+    folder = first_run_folder(tmp_path / "runs")
     wait_for(folder / "trace.jsonl", lambda r: turns(r, "generator") == [1])
     (teacher_pid,) = [int(x) for x in pidfile.read_text().split()]
     assert pid_alive(teacher_pid)
