@@ -75,6 +75,7 @@ def run(
         overrides.append(f"prompts_dir={_quote(str(prompts.resolve()))}")
     run_folder = None
     recording = None
+    data = None  # a resume reads its data in execute
     try:
         if (from_run is None) != (from_round is None):
             raise RunError("--from RUN_DIR and --from-round N go together")
@@ -91,8 +92,9 @@ def run(
             from evokd.agents.prompts import PromptSet
 
             # Everything checkable is checked before the run folder exists: a bad input writes nothing.
-            load_task_data(cfg)
-            PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method)
+            data = load_task_data(cfg)
+            PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
+                      separate_verifier=cfg.loop.separate_verifier)
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
             from evokd.config import dump_config
 
@@ -100,7 +102,7 @@ def run(
         console.print(f"run folder: [bold]{run_folder.root}[/]")
         metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
         with LiveView(console, metric=metric) as view:
-            result = execute(cfg, run=run_folder, resume=resume is not None, events=view.events(),
+            result = execute(cfg, run=run_folder, data=data, resume=resume is not None, events=view.events(),
                              on_status=view.say, recording=recording,
                              parent=str(from_run.resolve()) if from_run else None)
     except _known_errors() as exc:
@@ -125,7 +127,7 @@ def _quote(value: str) -> str:
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder (its best student) or a student folder")],
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (its best student is used)")],
     texts: Annotated[list[str], typer.Argument(help="texts to label")],
 ) -> None:
     """Label texts with a run's best student."""

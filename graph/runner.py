@@ -114,6 +114,7 @@ def execute(
     cfg: RunConfig,
     *,
     run: RunFolder | None = None,
+    data: TaskData | None = None,
     resume: bool = False,
     recording: Recording | None = None,
     parent: str | None = None,
@@ -123,7 +124,7 @@ def execute(
     on_status: Any = None,
 ) -> RunResult:
     """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
-    data = load_task_data(cfg)
+    data = data or load_task_data(cfg)
     prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
                         separate_verifier=cfg.loop.separate_verifier)
     if run is None:
