@@ -64,6 +64,15 @@ def run_dir(runs: Path) -> Path:
     return only
 
 
+def assert_no_round_trained_twice(trained: list[int], trained_before_kill: list[int]) -> None:
+    """Only the trainer turn that ended just before the kill may appear twice: LangGraph had not
+    committed its checkpoint yet, so that round never finished and is redone (with the same
+    outcome, which the callers check on metrics.jsonl)."""
+    repeated = {r for r in trained if trained.count(r) > 1}
+    assert all(trained.count(r) == 2 for r in repeated), trained
+    assert repeated <= set(trained_before_kill[-1:]), (trained, trained_before_kill)
+
+
 def first_run_folder(runs: Path, timeout: float = 60) -> Path:
     """The run folder a just-started `evokd run` creates under `runs`, once it exists."""
     deadline = time.time() + timeout
@@ -106,6 +115,7 @@ def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: 
     proc.wait()
     before = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()] \
         if (folder / "metrics.jsonl").exists() else []
+    trained_before = turns(list(read_trace(folder / "trace.jsonl")), "trainer")
 
     t0 = time.time()
     resumed = evokd("run", "--resume", str(folder))
@@ -119,7 +129,7 @@ def test_kill_9_then_resume(tmp_path: Path, tiny_model_dir: Path, fake_teacher: 
     assert [outcome(m) for m in metrics[: len(before)]] == [outcome(m) for m in before]
     records = list(read_trace(folder / "trace.jsonl"))  # readable, torn line or not
     assert sorted(set(turns(records, "trainer"))) == [1, 2, 3]
-    assert turns(records, "trainer").count(1) == 1  # round 1 trained once
+    assert_no_round_trained_twice(turns(records, "trainer"), trained_before)
     assert (folder / "summary.md").exists() and (folder / "student" / "config.json").exists()
 
 

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
-from test_faults import evokd, first_run_folder, free_port, outcome, run_dir, start_fake, turns, wait_for
+from test_faults import (
+    assert_no_round_trained_twice,
+    evokd,
+    first_run_folder,
+    free_port,
+    outcome,
+    run_dir,
+    start_fake,
+    turns,
+    wait_for,
+)
 
 from evokd.graph.records import LLMCall, NodeTurn, RunHeader
 from evokd.graph.trace import read_trace
@@ -103,6 +113,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, tiny_model_dir: Pat
             if (folder / "metrics.jsonl").exists() else []
         paid_before = [r.request_key for r in read_trace(folder / "trace.jsonl")
                        if isinstance(r, LLMCall) and not r.from_record]
+        trained_before = turns(list(read_trace(folder / "trace.jsonl")), "trainer")
         t0 = time.time()
         resumed = subprocess.run([sys.executable, "-m", "evokd", "run", "--resume", str(folder)],
                                  capture_output=True, text=True, env=env, timeout=300)
@@ -118,7 +129,8 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, tiny_model_dir: Pat
     assert [outcome(m) for m in metrics[: len(before)]] == [outcome(m) for m in before]
     records = list(read_trace(folder / "trace.jsonl"))  # every line readable, a torn one included
     finished = turns(records, "trainer")
-    assert sorted(set(finished)) == [1, 2] and len(finished) == len(set(finished))  # none trained twice
+    assert sorted(set(finished)) == [1, 2]
+    assert_no_round_trained_twice(finished, trained_before)
     calls = [r for r in records if isinstance(r, LLMCall)]
     paid = [c.request_key for c in calls if not c.from_record]
     assert len(paid) == len(set(paid))  # no recorded call paid again
