@@ -24,13 +24,15 @@ def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
     """Hard and easy texts. The counts are in the JSON schema, so a grammar-constrained backend
     returns exactly that many; validation is lenient, since a short list is topped up instead."""
 
-    def texts(n: int, what: str) -> Any:
-        return (list[str], Field(default_factory=list, description=what,
-                                 json_schema_extra={"minItems": n, "maxItems": n}))
-
     return create_model("GeneratorReply",
-                        hard=texts(n_hard, "inputs the student will likely get wrong"),
-                        easy=texts(n_easy, "inputs the student will likely get right"))
+                        hard=_counted(str, n_hard, "inputs the student will likely get wrong"),
+                        easy=_counted(str, n_easy, "inputs the student will likely get right"))
+
+
+def _counted(item: Any, n: int, what: str) -> Any:
+    """A list field whose JSON schema asks for exactly n items while validation takes any number."""
+    return (list[item], Field(default_factory=list, description=what,
+                              json_schema_extra={"minItems": n, "maxItems": n}))
 
 
 def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> type[BaseModel]:
@@ -43,13 +45,9 @@ def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int)
         # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
         item = create_model("LabelledText", text=(str, ...), label=(_one_of(labels), Field(None)))
 
-    def items(n: int, what: str) -> Any:
-        return (list[item], Field(default_factory=list, description=what,
-                                  json_schema_extra={"minItems": n, "maxItems": n}))
-
     return create_model("LabelledGeneratorReply",
-                        hard=items(n_hard, "inputs the student will likely get wrong, labelled"),
-                        easy=items(n_easy, "inputs the student will likely get right, labelled"))
+                        hard=_counted(item, n_hard, "inputs the student will likely get wrong, labelled"),
+                        easy=_counted(item, n_easy, "inputs the student will likely get right, labelled"))
 
 
 def annotation_of(item: Any) -> Any:
