@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from evokd.agents.analyst import usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.agents.verifier import check_label, precheck
+from evokd.agents.verifier import accepted_keys, check_label, precheck
 from evokd.graph.context import Context, normalise
 from evokd.graph.records import SampleRecord
 from evokd.graph.state import RunState
@@ -60,7 +60,7 @@ def augmenter(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop, task = ctx.cfg.loop, ctx.cfg.task
     round = state["round"]
-    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
+    seen = accepted_keys(state)
     kept = [s["text"] for s in state.get("samples", []) if s["accepted"]]
     records: list[SampleRecord] = []
     calls: list[Any] = []

@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.analyst import usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.agents.verifier import precheck
-from evokd.graph.context import Context, normalise
+from evokd.agents.verifier import accepted_keys, precheck
+from evokd.graph.context import Context
 from evokd.graph.records import SampleRecord
 from evokd.graph.state import RunState
 
@@ -45,7 +45,7 @@ def ask_for_texts(state: RunState, ctx: Context, *, agent: str, method: str,
     loop, task = ctx.cfg.loop, ctx.cfg.task
     node = f"{agent}_gen"
     round = state["round"] + 1  # this node starts the round
-    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
+    seen = accepted_keys(state)
     records: list[SampleRecord] = []
     calls: list[Any] = []
     for label, variables in requests:

@@ -92,6 +92,24 @@ def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any
     return values, calls
 
 
+def accepted_keys(state: RunState) -> set[str]:
+    """Normalised texts of every sample accepted so far: what a new text must not repeat."""
+    return {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
+
+
+def prechecked(state: RunState, ctx: Context) -> list[SampleRecord]:
+    """The round's candidates as records, already rejected where a cheap check fails."""
+    loop = ctx.cfg.loop
+    seen = accepted_keys(state)
+    records = []
+    for cand in state.get("candidates", []):
+        record = SampleRecord(round=state["round"], text=cand["text"], intent=cand["intent"], accepted=False,
+                              method=loop.method)
+        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
+        records.append(record)
+    return records
+
+
 def judge(record: SampleRecord, annotation: Any, ctx: Context) -> None:
     """Fill a record's label (or tokens and tags) from the annotation, accepting it when valid."""
     task = ctx.cfg.task
@@ -110,16 +128,8 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop = ctx.cfg.loop
     round = state["round"]
-    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
-    records: list[SampleRecord] = []
-    to_label: list[SampleRecord] = []
-    for cand in state.get("candidates", []):
-        record = SampleRecord(round=round, text=cand["text"], intent=cand["intent"], accepted=False,
-                              method=ctx.cfg.loop.method)
-        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
-        records.append(record)
-        if record.reason is None:
-            to_label.append(record)
+    records = prechecked(state, ctx)
+    to_label = [r for r in records if r.reason is None]
     calls: list[Any] = []
     size = loop.verifier_batch_size
     chunks = [to_label[start:start + size] for start in range(0, len(to_label), size)]
@@ -159,17 +169,11 @@ def self_check(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     """No separate Verifier (an ablation, `loop.separate_verifier = false`): the Generator labelled
     its own texts, and those labels go through the Verifier's rules without another teacher call."""
     ctx = runtime.context
-    loop = ctx.cfg.loop
-    seen = {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
-    records: list[SampleRecord] = []
-    for cand in state.get("candidates", []):
-        record = SampleRecord(round=state["round"], text=cand["text"], intent=cand["intent"], accepted=False,
-                              method=loop.method)
-        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
+    records = prechecked(state, ctx)
+    for record, cand in zip(records, state.get("candidates", []), strict=True):
         if record.reason is None:
             annotation = cand.get("annotation")
             if ctx.cfg.task.type == "ner" and annotation is not None:
                 annotation = [Entity(**e) for e in annotation]
             judge(record, annotation, ctx)
-        records.append(record)
     return {"batch": [r.model_dump(mode="json") for r in records]}
