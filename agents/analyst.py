@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 
-from evokd.agents.llm import BudgetExhausted, StructuredOutputError
+from evokd.agents.llm import BudgetExhausted, StructuredOutputError, price
 from evokd.graph.context import Context
 from evokd.graph.state import RunState
 
@@ -76,7 +76,7 @@ def usage_of(calls: list, ctx: Context) -> dict[str, float]:
     return {
         "tokens_in": tokens_in,
         "tokens_out": tokens_out,
-        "cost": tokens_in / 1000 * loop.price_in_per_1k + tokens_out / 1000 * loop.price_out_per_1k,
+        "cost": price(tokens_in, tokens_out, loop.price_in_per_1k, loop.price_out_per_1k),
         "calls": len(paid),
         "llm": sum(c.latency_s for c in paid),
     }

@@ -48,6 +48,10 @@ class BudgetExhausted(Exception):
     """The token or money budget is spent: no new teacher call starts."""
 
 
+def price(tokens_in: int, tokens_out: int, per_1k_in: float, per_1k_out: float) -> float:
+    return tokens_in / 1000 * per_1k_in + tokens_out / 1000 * per_1k_out
+
+
 class Budget:
     """Token and money spending, checked before every call, so a budget is exceeded by at most
     the one call already in flight when it ran out."""
@@ -68,7 +72,7 @@ class Budget:
     def charge(self, tokens_in: int, tokens_out: int) -> None:
         with self._lock:
             self.tokens += tokens_in + tokens_out
-            self.cost += tokens_in / 1000 * self.price_in + tokens_out / 1000 * self.price_out
+            self.cost += price(tokens_in, tokens_out, self.price_in, self.price_out)
 
 
 def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:
