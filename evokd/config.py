@@ -107,6 +107,9 @@ class LoopConfig(_Section):
     price_in_per_1k: float = Field(0.0, ge=0)
     price_out_per_1k: float = Field(0.0, ge=0)
     max_minutes: float | None = Field(None, gt=0)
+    # Do not start a round the remaining token or money budget cannot pay for (judged by the mean
+    # round so far): its texts would be generated but never labelled. false spends to the last call.
+    forecast_budget: bool = True
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
     # Our Analyst also sees per-class F1 and confused pairs on dev (the paper's sees samples only).

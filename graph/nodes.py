@@ -11,7 +11,7 @@ from langgraph.runtime import Runtime
 
 from evokd.graph.context import Context
 from evokd.graph.records import Decision, RoundMetrics, SampleRecord
-from evokd.graph.route import stop_reason
+from evokd.graph.route import should_stop
 from evokd.graph.state import RunState
 from evokd.graph.trace import write_atomic, write_jsonl_atomic
 from evokd.student.data import Sample
@@ -217,9 +217,12 @@ def retrainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
-    reason = stop_reason(state, ctx.cfg.loop)
-    ctx.trace.write(Decision(round=state["round"], next="stop" if reason else "continue", stop_reason=reason))
-    return {"stop_reason": reason}
+    stop = should_stop(state, ctx.cfg.loop)
+    if stop and stop.detail:
+        log.info("stopping before round %d (%s): %s", state["round"] + 1, stop.reason, stop.detail)
+    ctx.trace.write(Decision(round=state["round"], next="stop" if stop else "continue",
+                             stop_reason=stop.reason if stop else None, detail=stop.detail if stop else ""))
+    return {"stop_reason": stop.reason if stop else None, "stop_detail": stop.detail if stop else ""}
 
 
 def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -252,7 +255,8 @@ def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
         f"- teacher: {ctx.teacher.cfg.model} at {ctx.teacher.base_url}",
         f"- student: {ctx.cfg.student.model}",
         f"- method: {ctx.cfg.loop.method}",
-        f"- stop reason: {state.get('stop_reason')}",
+        f"- stop reason: {state.get('stop_reason')}"
+        + (f" ({state['stop_detail']})" if state.get("stop_detail") else ""),
         "",
         "| | dev " + metric + " |",
         "|---|---|",

@@ -39,4 +39,5 @@ class RunState(TypedDict, total=False):
     # Cumulative counters: tokens_in, tokens_out, cost, calls, llm, train, eval, total (seconds).
     usage: Annotated[dict[str, float], add_numbers]
     stop_reason: str | None
+    stop_detail: str  # why a budget stop came early, e.g. "a round costs about 900 tokens, 400 left"
     test: dict[str, Any] | None

@@ -140,3 +140,25 @@ def test_plateau_stops(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert result.state["stop_reason"] == "plateau"
     assert result.state["round"] == 2
     assert result.state["best_round"] == 0
+
+
+@pytest.mark.parametrize("forecast", [True, False])
+def test_budget_forecast_skips_a_round_it_cannot_pay_for(tmp_path: Path, tiny_model_dir: Path, forecast: bool) -> None:
+    # First learn what one round costs with this scripted teacher.
+    probe_run, _ = run_scripted(tmp_path / "probe", tiny_model_dir, max_rounds=1)
+    per_round = sum(probe_run.state["history"][1][k] for k in ("tokens_in", "tokens_out"))
+    # Room for one and a half rounds: round 2 would be cut short half-way.
+    budget = per_round * 3 // 2
+    result, _ = run_scripted(tmp_path / "run", tiny_model_dir, max_rounds=5,
+                             overrides=[f"loop.max_tokens={budget}", f"loop.forecast_budget={str(forecast).lower()}"])
+    assert result.state["stop_reason"] == "max_tokens"
+    decisions = [r for r in read_trace(result.run.trace) if isinstance(r, Decision)]
+    if forecast:
+        assert result.state["round"] == 1
+        assert "a round costs about" in decisions[-1].detail
+        spent = sum(result.state["history"][-1][k] for k in ("tokens_in", "tokens_out"))
+        assert spent < budget
+    else:
+        # Without the forecast round 2 starts and runs into the budget.
+        assert result.state["round"] == 2
+        assert decisions[-1].detail == ""
