@@ -2,6 +2,7 @@
 teacher-token budget for every method.
 
     evokd bench sst2 [--methods evokd,static] [--seeds N] [--profile quick|full] [--base-url URL] [--out DIR]
+                     [--resume]
     python benchmarks/harness.py sst2 ...        (the same)
 
 Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
@@ -15,7 +16,8 @@ Every generating run gets the same `loop.max_tokens`, no plateau stop, and enoug
 it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
 serves all runs: `--base-url`, else the config's `llm.base_url`, else the embedded teacher started
 once here. Writes `<dataset>-<profile>.json`, `.md` and `.png` (dev F1 against teacher tokens) to
-docs/benchmarks/; the run folders go to runs/bench/<dataset>-<profile>/.
+docs/benchmarks/ after every run (a stopped benchmark keeps what it finished; `--resume` runs only
+the rest); the run folders go to runs/bench/<dataset>-<profile>/.
 """
 
 from __future__ import annotations
@@ -375,13 +377,16 @@ def run_benchmark(
     overrides: list[str] | None = None,
     chat_model_factory: Callable[[str], Any] | None = None,
     console: Console | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run every (method, seed), write the JSON, markdown and plot, and return the result.
 
     `chat_model_factory(method)` replaces the teacher with a chat model per run (tests);
-    `overrides` are `--set` items applied to every run after the profile's."""
+    `overrides` are `--set` items applied to every run after the profile's; `resume` keeps the
+    finished runs of an earlier benchmark with the same settings and runs only the rest."""
     from evokd import __version__
     from evokd.config import load_config
+    from evokd.graph.trace import write_atomic
 
     console = console or Console()
     if dataset not in DATASETS:
@@ -399,16 +404,53 @@ def run_benchmark(
         raise BenchError("--seeds must be at least 1")
     seed_values = [{"sampling": base.sampling.seed + i, "student": base.student.seed + i} for i in range(n_seeds)]
     stem = f"{dataset}-{profile}"
+    if chat_model_factory is not None:
+        teacher_desc = "scripted"
+    else:
+        teacher_desc = base_url or base.llm.base_url or f"embedded {base.teacher.weights}"
+    head: dict[str, Any] = {
+        "dataset": dataset, "profile": profile, "task": base.task.type,
+        "metric": "macro-F1" if base.task.type == "classification" else "micro-F1 (seqeval)",
+        "has_test": base.data.test is not None, "evokd_version": __version__,
+        "teacher": f"{teacher_desc} (model {base.llm.model})", "student": base.student.model,
+        "settings": {"max_tokens": base.loop.max_tokens, "max_rounds": base.loop.max_rounds,
+                     "dev_limit": base.data.dev_limit, "test_limit": base.data.test_limit,
+                     "full_samples": settings.full_samples, "full_epochs": settings.full_epochs,
+                     "k_per_class": base.sampling.k_per_class, "overrides": overrides or []},
+        "seeds": seed_values, "methods": chosen, "skipped": skipped, "plot": f"{stem}.png",
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = finished_runs(out_dir / f"{stem}.json", head) if resume else {}
     runs: list[dict[str, Any]] = []
     total = len(chosen) * n_seeds
     started = time.time()
+    earlier_minutes = 0.0
+    if done:
+        earlier_minutes = json.loads((out_dir / f"{stem}.json").read_text())["minutes"]
+        console.print(f"resuming: {len(done)} of {total} runs already in {out_dir / stem}.json", highlight=False)
+
+    def write(final: bool) -> dict[str, Any]:
+        """The result so far, on disk after every run, so a stopped benchmark keeps what it finished."""
+        summary, comparisons = summarise(runs, chosen)
+        result = {**head, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                  "minutes": earlier_minutes + (time.time() - started) / 60, "complete": final,
+                  "summary": summary, "comparisons": comparisons, "runs": runs}
+        write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
+        plot(result, out_dir / f"{stem}.png")
+        write_atomic(out_dir / f"{stem}.md", render_markdown(result))
+        return result
+
     with teacher_for(base, base_url, runs_dir, chat_model_factory is not None, console.print) as teacher:
         for i in range(n_seeds):
             for method in chosen:
+                label = f"[{len(runs) + 1}/{total}] {dataset} {method} seed {i}"
+                if (method, i) in done:
+                    runs.append(done[(method, i)])
+                    console.print(f"{label}: kept from the earlier run", highlight=False)
+                    continue
                 extra = METHODS[method] or []
                 cfg = load_config(spec.config, [*shared, *extra, *seed_overrides(base, i), *teacher,
                                                 f"name={_q(f'{dataset}-{method}-s{i}')}"])
-                label = f"[{len(runs) + 1}/{total}] {dataset} {method} seed {i}"
                 console.print(f"{label} ...", highlight=False)
                 try:
                     if METHODS[method] is None:
@@ -424,31 +466,30 @@ def run_benchmark(
                                   f"test F1 {row['test_f1'] if row['test_f1'] is None else round(row['test_f1'], 4)}, "
                                   f"{row['tokens']} tokens, {row['seconds']:.0f} s", highlight=False)
                 runs.append({"method": method, "seed": i, **seed_values[i], **row})
-    summary, comparisons = summarise(runs, chosen)
-    if chat_model_factory is not None:
-        teacher_desc = "scripted"
-    else:
-        teacher_desc = base_url or base.llm.base_url or f"embedded {base.teacher.weights}"
-    result: dict[str, Any] = {
-        "dataset": dataset, "profile": profile, "task": base.task.type,
-        "metric": "macro-F1" if base.task.type == "classification" else "micro-F1 (seqeval)",
-        "has_test": base.data.test is not None, "evokd_version": __version__,
-        "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "minutes": (time.time() - started) / 60,
-        "teacher": f"{teacher_desc} (model {base.llm.model})", "student": base.student.model,
-        "settings": {"max_tokens": base.loop.max_tokens, "max_rounds": base.loop.max_rounds,
-                     "dev_limit": base.data.dev_limit, "test_limit": base.data.test_limit,
-                     "full_samples": settings.full_samples, "full_epochs": settings.full_epochs,
-                     "k_per_class": base.sampling.k_per_class, "overrides": overrides or []},
-        "seeds": seed_values, "methods": chosen, "skipped": skipped,
-        "summary": summary, "comparisons": comparisons, "runs": runs, "plot": f"{stem}.png",
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-    plot(result, out_dir / f"{stem}.png")
-    (out_dir / f"{stem}.md").write_text(render_markdown(result), encoding="utf-8")
+                write(final=False)
+    result = write(final=True)
     print_table(result, console)
     console.print(f"wrote {out_dir / stem}.json, .md, .png", highlight=False)
     return result
+
+
+def finished_runs(path: Path, head: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The successful runs of an earlier, stopped benchmark with the same settings (--resume)."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot resume from {path}: {exc}") from exc
+    # The teacher is not compared: the embedded one listens on a new port each time.
+    for key in ("dataset", "profile", "student", "settings"):
+        if earlier.get(key) != head[key]:
+            raise BenchError(f"cannot resume from {path}: its {key} differs from this benchmark's "
+                             "(drop --resume to start over, or pass --out elsewhere)")
+    seeds = {i: s for i, s in enumerate(head["seeds"])}
+    return {(r["method"], r["seed"]): r for r in earlier.get("runs", [])
+            if r.get("error") is None and r["method"] in head["methods"] and seeds.get(r["seed"]) == {
+                "sampling": r.get("sampling"), "student": r.get("student")}}
 
 
 def main() -> None:
@@ -463,9 +504,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--data", type=Path, default=None, help="the dataset's directory (default ../shared/data/NAME)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--resume", action="store_true", help="keep the finished runs of a stopped benchmark")
     args = parser.parse_args()
     run_benchmark(args.dataset, args.methods.split(",") if args.methods else None, args.seeds, args.profile,
-                  args.out, args.base_url, data_dir=args.data, overrides=args.overrides)
+                  args.out, args.base_url, data_dir=args.data, overrides=args.overrides, resume=args.resume)
 
 
 if __name__ == "__main__":

@@ -246,6 +246,8 @@ def bench(
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every run: section.key=value")]
     = None,
+    resume: Annotated[bool, typer.Option(help="keep the finished runs of a stopped benchmark with the same settings")]
+    = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget."""
@@ -253,7 +255,7 @@ def bench(
     harness = _bench_harness()
     try:
         harness.run_benchmark(dataset, methods.split(",") if methods else None, seeds, profile, out, base_url,
-                              data_dir=data, overrides=list(set_ or []), console=console)
+                              data_dir=data, overrides=list(set_ or []), console=console, resume=resume)
     except (*_known_errors(), harness.BenchError) as exc:
         fail(str(exc))
 

@@ -140,3 +140,41 @@ def test_cli_loads_the_harness_and_reports_bad_input() -> None:
     assert result.exit_code == 1 and "unknown dataset 'nosuch'" in result.output
     result = CliRunner().invoke(app, ["bench", "conll04", "--methods", "evokd,zerogen"], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "unknown method(s) zerogen" in result.output
+
+
+def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    teacher = BenchTeacher()
+    out = tmp_path / "out"
+    overrides = [f"student.model={json.dumps(str(tiny_model_dir))}", "student.max_length=32",
+                 "student.seed_epochs=2", "student.epochs_per_round=1", "loop.max_rounds=1",
+                 "loop.n_hard=2", "loop.n_easy=2"]
+    calls: list[str] = []
+
+    def interrupted(method: str) -> ScriptedChatModel:
+        calls.append(method)
+        if method == "evokd":
+            raise KeyboardInterrupt  # the user stops the benchmark during its second run
+        return ScriptedChatModel(script=teacher)
+
+    def bench(factory, **kw):
+        return harness.run_benchmark("sentiment", ["static", "evokd", "no-aug"], seeds=1, out_dir=out,
+                                     runs_dir=tmp_path / "runs", overrides=overrides, chat_model_factory=factory,
+                                     console=Console(file=(tmp_path / "console.txt").open("a"), width=200), **kw)
+
+    with pytest.raises(KeyboardInterrupt):
+        bench(interrupted)
+    partial = json.loads((out / "sentiment-quick.json").read_text())
+    assert [r["method"] for r in partial["runs"]] == ["static"] and partial["complete"] is False
+    static_tokens = partial["runs"][0]["tokens"]
+
+    calls.clear()
+    result = bench(lambda method: calls.append(method) or ScriptedChatModel(script=teacher), resume=True)
+    assert calls == ["evokd"]  # static was kept, no-aug needs no teacher
+    assert [r["method"] for r in result["runs"]] == ["static", "evokd", "no-aug"] and result["complete"] is True
+    assert result["runs"][0]["tokens"] == static_tokens
+
+    with pytest.raises(harness.BenchError, match="its settings differ"):
+        harness.run_benchmark("sentiment", ["static"], seeds=1, out_dir=out, runs_dir=tmp_path / "runs",
+                              overrides=[*overrides, "loop.n_hard=3"], resume=True,
+                              chat_model_factory=lambda m: ScriptedChatModel(script=teacher),
+                              console=Console(file=(tmp_path / "console.txt").open("a"), width=200))
