@@ -15,7 +15,8 @@ upper bound), and the ablations of evokd: `evokd-no-easy`, `evokd-no-correct`, `
 Every generating run gets the same `loop.max_tokens`, no plateau stop, and enough rounds to spend
 it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
 serves all runs: `--base-url`, else the config's `llm.base_url`, else the embedded teacher started
-once here. Writes `<dataset>-<profile>.json`, `.md` and `.png` (dev F1 against teacher tokens) to
+once here. Writes `<dataset>-<profile>.json`, `.md`, `.png` (dev F1 against teacher tokens) and
+`-per-class.png` (per-class F1 of each method) to
 docs/benchmarks/ after every run (a stopped benchmark keeps what it finished; `--resume` runs only
 the rest); the run folders go to runs/bench/<dataset>-<profile>/.
 """
@@ -185,10 +186,17 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     started = time.time()
     student = build_student(cfg.task, cfg.student)
     student.fit(train, epochs=epochs, seed=cfg.student.seed)
-    dev = student.evaluate(data.dev).f1
-    test = student.evaluate(data.test).f1 if data.test else None
-    return {"dev_f1": dev, "seed_f1": dev, "test_f1": test, "tokens": 0, "rounds": None, "train_size": len(train),
-            "curve": [[0, dev]], "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
+    dev = student.evaluate(data.dev)
+    test = student.evaluate(data.test) if data.test else None
+    return {"dev_f1": dev.f1, "seed_f1": dev.f1, "test_f1": test.f1 if test else None, "tokens": 0, "rounds": None,
+            "train_size": len(train), "curve": [[0, dev.f1]],
+            "per_class": per_class_f1((test or dev).model_dump(mode="json")),
+            "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
+
+
+def per_class_f1(report: dict[str, Any]) -> dict[str, float]:
+    """Label (or entity type) -> F1 from an EvalReport dict."""
+    return {label: score["f1"] for label, score in report["per_class"].items()}
 
 
 def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
@@ -207,6 +215,8 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
         "rounds": len(history) - 1, "best_round": state.get("best_round"),
         "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
         "curve": [[h["tokens_in"] + h["tokens_out"], h["f1"]] for h in history],
+        # Test scores of the best round when there is test data, else its dev scores.
+        "per_class": per_class_f1(test or history[state.get("best_round", 0)]["dev"]),
         "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
     }
 
@@ -296,7 +306,18 @@ def render_markdown(result: dict[str, Any]) -> str:
     failed = [r for r in result["runs"] if r.get("error")]
     for r in failed:
         lines.append(f"\n- {r['method']} seed {r['seed']} failed: {r['error']}")
+    table = mean_per_class(result)
+    if table:
+        labels = sorted({label for scores in table.values() for label in scores})
+        split = "test" if result["has_test"] else "dev"
+        lines += ["", f"Per-{'class' if result['task'] == 'classification' else 'type'} {split} F1 of the best round "
+                  "(mean over seeds):", "", "| method | " + " | ".join(labels) + " |",
+                  "|---|" + "---|" * len(labels)]
+        lines += [f"| {method} | " + " | ".join(f"{scores.get(label, 0.0):.3f}" for label in labels) + " |"
+                  for method, scores in table.items()]
     lines += ["", f"![dev F1 against teacher tokens]({result['plot']})", ""]
+    if table:
+        lines += [f"![per-class F1]({result['per_class_plot']})", ""]
     return "\n".join(lines)
 
 
@@ -333,6 +354,48 @@ def plot(result: dict[str, Any], path: Path) -> None:
                  f"mean of {n} seed{'s' if n != 1 else ''}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def mean_per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Method -> label -> F1 averaged over seeds, for the runs that recorded per-class scores."""
+    out: dict[str, dict[str, float]] = {}
+    for method in result["methods"]:
+        scores = [r["per_class"] for r in result["runs"]
+                  if r["method"] == method and r.get("error") is None and r.get("per_class")]
+        if scores:
+            out[method] = {label: statistics.fmean(s.get(label, 0.0) for s in scores) for label in scores[0]}
+    return out
+
+
+def plot_per_class(result: dict[str, Any], path: Path) -> None:
+    """Grouped bars: per-class (per-type for NER) F1 of each method's best round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = mean_per_class(result)
+    if not table:
+        return
+    labels = sorted({label for scores in table.values() for label in scores})
+    width = 0.8 / len(table)
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(labels) * len(table) / 3), 4.5))
+    for i, (method, scores) in enumerate(table.items()):
+        ax.bar([x + i * width for x in range(len(labels))], [scores.get(label, 0.0) for label in labels],
+               width, label=method)
+    ax.set_xticks([x + width * (len(table) - 1) / 2 for x in range(len(labels))], labels)
+    split = "test" if result["has_test"] else "dev"
+    ax.set_ylabel(f"{split} F1")
+    ax.set_ylim(0, 1)
+    unit = "class" if result["task"] == "classification" else "type"
+    ax.set_title(f"{result['dataset']} ({result['profile']}): per-{unit} {split} F1 of the best round, "
+                 f"mean of {len(result['seeds'])} seed(s)", fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -418,6 +481,7 @@ def run_benchmark(
                      "full_samples": settings.full_samples, "full_epochs": settings.full_epochs,
                      "k_per_class": base.sampling.k_per_class, "overrides": overrides or []},
         "seeds": seed_values, "methods": chosen, "skipped": skipped, "plot": f"{stem}.png",
+        "per_class_plot": f"{stem}-per-class.png",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     done = finished_runs(out_dir / f"{stem}.json", head) if resume else {}
@@ -437,6 +501,7 @@ def run_benchmark(
                   "summary": summary, "comparisons": comparisons, "runs": runs}
         write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         plot(result, out_dir / f"{stem}.png")
+        plot_per_class(result, out_dir / f"{stem}-per-class.png")
         write_atomic(out_dir / f"{stem}.md", render_markdown(result))
         return result
 

@@ -84,6 +84,10 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
         assert f"| {method} |" in markdown
     assert "EvoKD − static" in markdown and "sentiment-quick.png" in markdown
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "sentiment-quick-per-class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Per-class test F1 of every run, and their mean per method in the markdown.
+    assert all(set(r["per_class"]) == {"negative", "positive"} for r in runs.values())
+    assert "| method | negative | positive |" in markdown
     printed = (tmp_path / "console.txt").read_text()
     assert "evokd − static" in printed and "llm2llm" in printed
     # Every graph run wrote its own run folder under runs_dir.
