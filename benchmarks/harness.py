@@ -301,11 +301,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         for method, c in comparisons.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
                          f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
-    for method, reason in result["skipped"].items():
-        lines.append(f"\n- {method}: not run ({reason})")
-    failed = [r for r in result["runs"] if r.get("error")]
-    for r in failed:
-        lines.append(f"\n- {r['method']} seed {r['seed']} failed: {r['error']}")
+    notes = [f"- {method}: not run ({reason})" for method, reason in result["skipped"].items()]
+    notes += [f"- {r['method']} seed {r['seed']} failed: {r['error']}" for r in result["runs"] if r.get("error")]
+    lines += ["", *notes] if notes else []
     table = mean_per_class(result)
     if table:
         labels = sorted({label for scores in table.values() for label in scores})
