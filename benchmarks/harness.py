@@ -285,6 +285,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- teacher-token budget per generating run: {result['settings']['max_tokens']}; "
         f"dev_limit {result['settings']['dev_limit']}, test_limit {result['settings']['test_limit']}; "
         f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
+        f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
         f"- F1: {f1_name} of the best dev round; dev F1: the best round's; gain: (best dev F1 − seed dev F1) "
         "per 1k teacher tokens; mean ± std over seeds",
         "",
