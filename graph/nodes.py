@@ -168,7 +168,8 @@ def probe_seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     incorrect = [s for s in seed if not is_correct(s)]
     if not incorrect:
         log.warning("round %d: the student gets every seed example right, so LLM2LLM has nothing to "
-                    "target; more seed examples (sampling.k_per_class) give it something", state["round"] + 1)
+                    "target and stops; more seed examples (sampling.k_per_class) give it something",
+                    state["round"] + 1)
     return {"round": state["round"] + 1, "correct": [s for s in seed if is_correct(s)],
             "incorrect": incorrect, "batch": []}
 

@@ -9,7 +9,7 @@ from typing import Literal, NamedTuple
 from evokd.config import LoopConfig
 from evokd.graph.state import RunState
 
-StopReason = Literal["max_rounds", "max_tokens", "max_cost", "max_minutes", "plateau"]
+StopReason = Literal["max_rounds", "max_tokens", "max_cost", "max_minutes", "plateau", "converged"]
 
 
 class Stop(NamedTuple):
@@ -61,6 +61,9 @@ def should_stop(state: RunState, loop: LoopConfig) -> Stop | None:
         return Stop("max_minutes")
     if rounds_since_improvement(state.get("history", []), loop.min_delta) >= loop.patience:
         return Stop("plateau")
+    if loop.method == "llm2llm" and state.get("round", 0) >= 1 and not state.get("incorrect"):
+        # Further rounds would only retrain on the same data.
+        return Stop("converged", "the student got every seed example right: LLM2LLM has nothing to target")
     if loop.forecast_budget:
         spending = round_spending(state.get("history", []))
         if loop.max_tokens is not None and (
