@@ -106,7 +106,7 @@ DATASETS: dict[str, Dataset] = {
                      "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
     "imdb": Dataset(ROOT / "examples" / "imdb.toml", SHARED / "imdb",
                     {"seed": "train.csv", "dev": "train.csv", "test": "test.csv"},
-                    {"quick": Settings(8000, 200, 300, 1000, 2, 20),
+                    {"quick": Settings(6000, 100, 200, 500, 2, 20),  # long reviews: smaller to fit ~20 min
                      "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
     "conll2003": Dataset(ROOT / "examples" / "conll2003.toml", SHARED / "conll2003",
                          {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt"},
