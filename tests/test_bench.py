@@ -182,3 +182,21 @@ def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model
                               overrides=[*overrides, "loop.n_hard=3"], resume=True,
                               chat_model_factory=lambda m: ScriptedChatModel(script=teacher),
                               console=Console(file=(tmp_path / "console.txt").open("a"), width=200))
+
+
+def test_spending_reads_a_recorded_run() -> None:
+    spec = importlib.util.spec_from_file_location("evokd_bench_spending", ROOT / "benchmarks" / "spending.py")
+    spending = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spending)
+    run = ROOT / "tests" / "fixtures" / "demo-run"
+    got = spending.run_spending(run)
+    assert set(got["nodes"]) <= {"analyst", "generator", "verifier"} and got["nodes"]["verifier"] > 0
+    # The trace's calls add up to the run's own running total in metrics.jsonl.
+    last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert sum(got["nodes"].values()) == last["tokens_in"] + last["tokens_out"]
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert got["accepted"] == sum(h["accepted"] for h in map(json.loads, (run / "metrics.jsonl").read_text()
+                                                             .splitlines()[1:]))
+    assert sum(got["reasons"].values()) == got["generated"] - got["accepted"] == sum(
+        1 for s in samples if s["intent"] != "seed" and not s["accepted"])
+    assert spending.reason_kind("entity 'the city' not found in the text") == "entity not found in the text"
