@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     table = spending(json.loads(args.result.read_text(encoding="utf-8")))
+    if not table:
+        raise SystemExit(f"{args.result}: none of its run folders is on this machine (they stay in runs/bench/ "
+                         "where the benchmark ran); run the benchmark here first")
     view = Table(title=f"teacher spending per method, summed over seeds: {args.result.name}")
     for col in ("method", "runs", "tokens by node", "generated", "accepted", "tokens / accepted", "rejections"):
         view.add_column(col)
