@@ -377,16 +377,15 @@ def plot_per_class(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from evokd.graph.report import grouped_bars
+
     table = mean_per_class(result)
     if not table:
         return
     labels = sorted({label for scores in table.values() for label in scores})
-    width = 0.8 / len(table)
     fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(labels) * len(table) / 3), 4.5))
-    for i, (method, scores) in enumerate(table.items()):
-        ax.bar([x + i * width for x in range(len(labels))], [scores.get(label, 0.0) for label in labels],
-               width, label=method)
-    ax.set_xticks([x + width * (len(table) - 1) / 2 for x in range(len(labels))], labels)
+    grouped_bars(ax, labels, [(method, [scores.get(label, 0.0) for label in labels])
+                              for method, scores in table.items()])
     split = "test" if result["has_test"] else "dev"
     ax.set_ylabel(f"{split} F1")
     ax.set_ylim(0, 1)
@@ -483,13 +482,11 @@ def run_benchmark(
         "per_class_plot": f"{stem}-per-class.png",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = finished_runs(out_dir / f"{stem}.json", head) if resume else {}
+    done, earlier_minutes = finished_runs(out_dir / f"{stem}.json", head) if resume else ({}, 0.0)
     runs: list[dict[str, Any]] = []
     total = len(chosen) * n_seeds
     started = time.time()
-    earlier_minutes = 0.0
     if done:
-        earlier_minutes = json.loads((out_dir / f"{stem}.json").read_text())["minutes"]
         console.print(f"resuming: {len(done)} of {total} runs already in {out_dir / stem}.json", highlight=False)
 
     def write(final: bool) -> dict[str, Any]:
@@ -537,10 +534,11 @@ def run_benchmark(
     return result
 
 
-def finished_runs(path: Path, head: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The successful runs of an earlier, stopped benchmark with the same settings (--resume)."""
+def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], float]:
+    """The successful runs of an earlier, stopped benchmark with the same settings (--resume),
+    and the minutes it had spent (0 when none of its runs is kept)."""
     if not path.exists():
-        return {}
+        return {}, 0.0
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -551,9 +549,10 @@ def finished_runs(path: Path, head: dict[str, Any]) -> dict[tuple[str, int], dic
             raise BenchError(f"cannot resume from {path}: its {key} differs from this benchmark's "
                              "(drop --resume to start over, or pass --out elsewhere)")
     seeds = {i: s for i, s in enumerate(head["seeds"])}
-    return {(r["method"], r["seed"]): r for r in earlier.get("runs", [])
+    kept = {(r["method"], r["seed"]): r for r in earlier.get("runs", [])
             if r.get("error") is None and r["method"] in head["methods"] and seeds.get(r["seed"]) == {
                 "sampling": r.get("sampling"), "student": r.get("student")}}
+    return kept, earlier["minutes"] if kept else 0.0
 
 
 def main() -> None:

@@ -19,7 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from evokd.graph.records import LLMCall
+from evokd.graph.records import LLMCall, SampleRecord
+from evokd.graph.report import read_jsonl
 from evokd.graph.trace import read_trace
 
 
@@ -33,10 +34,9 @@ def run_spending(run_dir: Path) -> dict[str, Any]:
     for record in read_trace(run_dir / "trace.jsonl"):
         if isinstance(record, LLMCall):
             nodes[record.node.removesuffix("-top-up")] += record.tokens_in + record.tokens_out
-    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines() if line.strip()]
-    generated = [s for s in samples if s["intent"] != "seed"]
-    return {"nodes": nodes, "generated": len(generated), "accepted": sum(s["accepted"] for s in generated),
-            "reasons": Counter(reason_kind(s["reason"]) for s in generated if s["reason"])}
+    generated = [s for s in read_jsonl(run_dir / "samples.jsonl", SampleRecord) if s.intent != "seed"]
+    return {"nodes": nodes, "generated": len(generated), "accepted": sum(s.accepted for s in generated),
+            "reasons": Counter(reason_kind(s.reason) for s in generated if s.reason)}
 
 
 def spending(result: dict[str, Any]) -> dict[str, dict[str, Any]]:

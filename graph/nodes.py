@@ -218,12 +218,12 @@ def retrainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
-    stop = should_stop(state, ctx.cfg.loop)
-    if stop and stop.detail:
-        log.info("stopping before round %d (%s): %s", state["round"] + 1, stop.reason, stop.detail)
-    ctx.trace.write(Decision(round=state["round"], next="stop" if stop else "continue",
-                             stop_reason=stop.reason if stop else None, detail=stop.detail if stop else ""))
-    return {"stop_reason": stop.reason if stop else None, "stop_detail": stop.detail if stop else ""}
+    reason, detail = should_stop(state, ctx.cfg.loop) or (None, "")
+    if detail:
+        log.info("stopping before round %d (%s): %s", state["round"] + 1, reason, detail)
+    ctx.trace.write(Decision(round=state["round"], next="stop" if reason else "continue",
+                             stop_reason=reason, detail=detail))
+    return {"stop_reason": reason, "stop_detail": detail}
 
 
 def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:

@@ -124,7 +124,7 @@ def execute(
     on_status: Any = None,
 ) -> RunResult:
     """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
-    data = data or load_task_data(cfg)
+    data = data if data is not None else load_task_data(cfg)
     prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
                         separate_verifier=cfg.loop.separate_verifier)
     if run is None:
