@@ -158,7 +158,7 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, s
     if url:
         yield [f"llm.base_url={_q(url)}"]
         return
-    from evokd.agents.teacher import local_teacher
+    from evokd.teacher import local_teacher
 
     log_dir.mkdir(parents=True, exist_ok=True)
     with local_teacher(cfg.teacher, log_dir, on_status=say) as info:

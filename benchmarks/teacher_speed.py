@@ -62,7 +62,7 @@ def main() -> None:
     if args.base_url:
         endpoint = nullcontext(args.base_url)
     else:
-        from evokd.agents.teacher import local_teacher
+        from evokd.teacher import local_teacher
 
         logs = Path(tempfile.mkdtemp(prefix="evokd-bench-"))
         endpoint = _url(local_teacher(TeacherConfig(weights=args.weights), logs))

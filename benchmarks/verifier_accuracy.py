@@ -50,7 +50,7 @@ def main() -> None:
         endpoint = nullcontext(args.base_url)
         embedded = False
     else:
-        from evokd.agents.teacher import local_teacher
+        from evokd.teacher import local_teacher
 
         endpoint = local_teacher(cfg.teacher, ROOT / "runs")
         embedded = True

@@ -30,10 +30,10 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from evokd.agents.llm import StructuredOutputError, TeacherUnreachable
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
-    from evokd.agents.teacher import TeacherError
     from evokd.config import ConfigError
     from evokd.graph.runner import RunError
     from evokd.student.data import DataError
+    from evokd.teacher import TeacherError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
             StructuredOutputError, ReplayDivergence, FileNotFoundError)
@@ -266,8 +266,8 @@ def teacher_start(
     gguf: Annotated[Path | None, typer.Option(help="a GGUF file instead of the packaged weights")] = None,
 ) -> None:
     """Start a shared teacher server that later runs reuse."""
-    from evokd.agents.teacher import find_running, start_background
     from evokd.config import TeacherConfig
+    from evokd.teacher import find_running, start_background
 
     try:
         running = find_running()
@@ -284,7 +284,7 @@ def teacher_start(
 @teacher_app.command("status")
 def teacher_status() -> None:
     """Is a shared teacher running?"""
-    from evokd.agents.teacher import find_running
+    from evokd.teacher import find_running
 
     info = find_running()
     if info is None:
@@ -296,7 +296,7 @@ def teacher_status() -> None:
 @teacher_app.command("stop")
 def teacher_stop() -> None:
     """Stop the shared teacher."""
-    from evokd.agents.teacher import stop_background
+    from evokd.teacher import stop_background
 
     console.print("stopped" if stop_background() else "no teacher running")
 

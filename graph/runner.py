@@ -104,7 +104,7 @@ def teacher_endpoint(cfg: RunConfig, run: RunFolder, on_status: Any = None) -> I
     if cfg.llm.base_url:
         yield cfg.llm.base_url, False
         return
-    from evokd.agents.teacher import local_teacher
+    from evokd.teacher import local_teacher
 
     with local_teacher(cfg.teacher, run.root, on_status=on_status) as info:
         yield info.base_url, True

@@ -147,7 +147,7 @@ def test_kill_9_at_random_points_then_resume(tmp_path: Path, tiny_model_dir: Pat
 LAUNCHER = """
 import functools, sys
 from pathlib import Path
-import evokd.agents.teacher as teacher
+import evokd.teacher as teacher
 
 fake, pidfile = sys.argv[1], sys.argv[2]
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from evokd.agents.teacher import WEIGHTS, TeacherServer, assemble_weights
 from evokd.graph.records import LLMCall, RunHeader
 from evokd.graph.trace import read_trace
+from evokd.teacher import WEIGHTS, TeacherServer, assemble_weights
 
 pytestmark = pytest.mark.integration
 SMALL = "qwen2.5-coder-0.5b"

@@ -28,13 +28,13 @@ from evokd.agents.analyst import AnalystReply
 from evokd.agents.llm import StructuredOutputError, Teacher, TeacherUnreachable, parse_reply
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
-from evokd.agents.teacher import TeacherServer, free_port, is_healthy
 from evokd.config import LLMConfig, load_config
 from evokd.graph.context import Context, StudentHolder
 from evokd.graph.records import LLMCall, NodeTurn, RunHeader
 from evokd.graph.runfolder import RunFolder
 from evokd.graph.runner import execute, load_task_data
 from evokd.graph.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
+from evokd.teacher import TeacherServer, free_port, is_healthy
 
 LABELS = ["negative", "positive"]
 FIX_PREFIX = "Your reply was not valid: "

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from evokd.agents import teacher
-from evokd.agents.teacher import (
+from evokd.config import TeacherConfig
+from evokd.teacher import (
     WEIGHTS,
     ServerSettings,
     TeacherError,
@@ -36,10 +36,11 @@ from evokd.agents.teacher import (
     log_tail,
     models_dir,
     resolve_gguf,
+    shared,
     start_background,
     stop_background,
+    weights,
 )
-from evokd.config import TeacherConfig
 
 CommandBuilder = Callable[[ServerSettings], list[str]]
 
@@ -54,7 +55,7 @@ def _gone(pid: int, wait: float = 5.0) -> bool:
     """True once `pid` no longer exists (reaping it if it is our child)."""
     deadline = time.monotonic() + wait
     while True:
-        if not teacher._pid_alive(pid):
+        if not shared._pid_alive(pid):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -117,7 +118,7 @@ def test_reuses_verified_file_without_reading_parts(
     def no_rewrite(*_args: object) -> None:
         raise AssertionError("reassembled a verified file")
 
-    monkeypatch.setattr(teacher, "_write_verified", no_rewrite)
+    monkeypatch.setattr(weights, "_write_verified", no_rewrite)
     # Even uninstalling the parts does not matter once the file is assembled.
     for package in root.iterdir():
         for file in package.rglob("*.bin"):
@@ -360,7 +361,7 @@ def test_log_tail_keeps_last_lines(tmp_path: Path) -> None:
 _OWNER = """
 import sys, time
 from pathlib import Path
-from evokd.agents.teacher import ServerSettings, TeacherServer
+from evokd.teacher import ServerSettings, TeacherServer
 script, gguf, logs, mode = sys.argv[1:5]
 command = lambda s: [sys.executable, script, str(s.port), s.model_alias]
 server = TeacherServer(Path(gguf), Path(logs), command=command, startup_timeout=10)
@@ -469,7 +470,7 @@ def _record(state: Path, pid: int, port: int = 1, alias: str = "local-teacher") 
         log_path=Path("/nowhere.log"),
         started_at=datetime.now(UTC),
     )
-    teacher._write_state(state / "teacher.json", info)
+    shared._write_state(state / "teacher.json", info)
     return state / "teacher.json"
 
 
@@ -500,7 +501,7 @@ def test_reused_pid_is_never_signalled(tmp_path: Path) -> None:
 
 
 def test_busy_server_is_kept_and_stoppable(tmp_path: Path, fake: Callable[[str], CommandBuilder]) -> None:
-    settings = ServerSettings(gguf=Path("x.gguf"), port=teacher.free_port())
+    settings = ServerSettings(gguf=Path("x.gguf"), port=shared.free_port())
     hung = subprocess.Popen(fake("hang")(settings), start_new_session=True, stdout=subprocess.PIPE)
     try:
         assert hung.stdout is not None
@@ -518,7 +519,7 @@ def test_busy_server_is_kept_and_stoppable(tmp_path: Path, fake: Callable[[str],
 _DETACH = """
 import sys
 from pathlib import Path
-from evokd.agents.teacher import start_background
+from evokd.teacher import start_background
 from evokd.config import TeacherConfig
 script, gguf, state = sys.argv[1:4]
 command = lambda s: [sys.executable, script, str(s.port), s.model_alias]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import pytest
 from pydantic import BaseModel
 
-from evokd.agents.teacher import WEIGHTS, TeacherError, TeacherServer, assemble_weights
+from evokd.teacher import WEIGHTS, TeacherError, TeacherServer, assemble_weights
 
 pytestmark = pytest.mark.integration
 
