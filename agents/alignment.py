@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from evokd.student.data import token_offsets
+from evokd.core.text import token_offsets
 
 
 class Entity(BaseModel):

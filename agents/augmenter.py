@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from evokd.agents.analyst import usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.agents.verifier import accepted_keys, check_label, precheck
-from evokd.graph.context import Context, normalise
-from evokd.graph.records import SampleRecord
+from evokd.core.records import SampleRecord
+from evokd.core.text import normalise
+from evokd.graph.context import Context
 from evokd.graph.state import RunState
 
 log = logging.getLogger("evokd.agents")

@@ -14,7 +14,8 @@ from pydantic import BaseModel, Field, create_model
 from evokd.agents.analyst import prompt_variables, usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.agents.verifier import _one_of
-from evokd.graph.context import Context, normalise
+from evokd.core.text import normalise
+from evokd.graph.context import Context
 from evokd.graph.state import RunState
 
 log = logging.getLogger("evokd.agents")

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from evokd.agents.recording import Recording
 from evokd.config import LLMConfig
-from evokd.graph.records import LLMCall
+from evokd.core.records import LLMCall
 
 log = logging.getLogger("evokd.llm")
 

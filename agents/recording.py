@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from evokd.graph.records import LLMCall
-from evokd.graph.trace import read_trace
+from evokd.core.records import LLMCall
+from evokd.core.trace import read_trace
 
 Turn = tuple[int, str, int]  # (round, node, attempt)
 

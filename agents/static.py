@@ -19,8 +19,8 @@ from pydantic import BaseModel, Field, create_model
 from evokd.agents.analyst import usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
 from evokd.agents.verifier import accepted_keys, precheck
+from evokd.core.records import SampleRecord
 from evokd.graph.context import Context
-from evokd.graph.records import SampleRecord
 from evokd.graph.state import RunState
 
 log = logging.getLogger("evokd.agents")

@@ -16,8 +16,9 @@ from pydantic import BaseModel, Field, create_model
 from evokd.agents.alignment import Entity, align
 from evokd.agents.analyst import usage_of
 from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.graph.context import Context, normalise
-from evokd.graph.records import SampleRecord
+from evokd.core.records import SampleRecord
+from evokd.core.text import normalise
+from evokd.graph.context import Context
 from evokd.graph.state import RunState
 
 

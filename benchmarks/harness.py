@@ -178,7 +178,7 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     if method == "no-aug":
         train, epochs = data.seed, cfg.student.seed_epochs
     else:
-        from evokd.graph.context import normalise
+        from evokd.core.text import normalise
 
         assert cfg.data.seed is not None
         pool = [s for s in read_samples(cfg.data.seed, cfg.task) if normalise(s.text) not in data.eval_keys]
@@ -447,7 +447,7 @@ def run_benchmark(
     finished runs of an earlier benchmark with the same settings and runs only the rest."""
     from evokd import __version__
     from evokd.config import load_config
-    from evokd.graph.trace import write_atomic
+    from evokd.core.trace import write_atomic
 
     console = console or Console()
     if dataset not in DATASETS:

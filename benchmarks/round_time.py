@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from evokd.config import load_config
-from evokd.graph import trace as trace_module
-from evokd.graph.records import LLMCall, NodeTurn
+from evokd.core import trace as trace_module
+from evokd.core.records import LLMCall, NodeTurn
+from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "round_time.json"

@@ -60,9 +60,9 @@ def run(
 ) -> None:
     """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
     from evokd.config import load_config
-    from evokd.graph.runfolder import RunFolder
+    from evokd.core.runfolder import RunFolder
+    from evokd.core.trace import write_atomic
     from evokd.graph.runner import RunError, execute, load_task_data, resume_config
-    from evokd.graph.trace import write_atomic
     from evokd.view import LiveView
 
     _setup_logging(verbose)

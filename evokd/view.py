@@ -11,8 +11,8 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
+from evokd.core.records import LLMCall
 from evokd.graph.context import Events
-from evokd.graph.records import LLMCall
 
 NODE_TEXT = {
     "seed": "training the student on the seed set",

@@ -27,9 +27,9 @@ from evokd.agents.augmenter import augmenter
 from evokd.agents.generator import generator
 from evokd.agents.static import static_gen
 from evokd.agents.verifier import self_check, verifier
+from evokd.core.records import NodeTurn
 from evokd.graph.context import Context
 from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
-from evokd.graph.records import NodeTurn
 from evokd.graph.route import next_step
 from evokd.graph.state import RunState
 

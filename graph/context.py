@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,17 +10,10 @@ from typing import Any
 from evokd.agents.llm import Teacher
 from evokd.agents.prompts import PromptSet
 from evokd.config import RunConfig
-from evokd.graph.records import LLMCall
-from evokd.graph.runfolder import RunFolder
-from evokd.graph.trace import TraceWriter
-from evokd.student.data import Sample
-
-
-def normalise(text: str) -> str:
-    """The form used to spot duplicates: case, accents' composition, punctuation and spacing ignored."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    text = re.sub(r"[^\w\s]", "", text)
-    return " ".join(text.split())
+from evokd.core.records import LLMCall, Sample
+from evokd.core.runfolder import RunFolder
+from evokd.core.text import normalise
+from evokd.core.trace import TraceWriter
 
 
 @dataclass

@@ -9,11 +9,11 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
+from evokd.core.records import Decision, RoundMetrics, SampleRecord
+from evokd.core.trace import write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context
-from evokd.graph.records import Decision, RoundMetrics, SampleRecord
 from evokd.graph.route import should_stop
 from evokd.graph.state import RunState
-from evokd.graph.trace import write_atomic, write_jsonl_atomic
 from evokd.student.data import Sample
 
 log = logging.getLogger("evokd.graph")

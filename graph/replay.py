@@ -13,10 +13,10 @@ from rich.tree import Tree
 
 from evokd.agents.recording import Recording
 from evokd.agents.scripted import ScriptedChatModel
-from evokd.graph.records import Decision, LLMCall, NodeTurn, RunHeader
-from evokd.graph.runfolder import RunFolder
+from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader
+from evokd.core.runfolder import RunFolder
+from evokd.core.trace import read_trace
 from evokd.graph.runner import RunError, RunResult, execute, resume_config
-from evokd.graph.trace import read_trace
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:

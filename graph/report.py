@@ -22,9 +22,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from pydantic import BaseModel, ValidationError
 
-from evokd.graph.records import RoundMetrics, SampleRecord
-from evokd.graph.runfolder import RunFolder
-from evokd.graph.trace import write_atomic
+from evokd.core.records import RoundMetrics, SampleRecord
+from evokd.core.runfolder import RunFolder
+from evokd.core.trace import write_atomic
 from evokd.student.metrics import EvalReport, entities
 
 SAMPLES_SHOWN = 3

@@ -21,11 +21,11 @@ from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
 from evokd.agents.prompts import PromptSet
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
+from evokd.core.records import LLMCall, RunHeader
+from evokd.core.runfolder import RunFolder
+from evokd.core.trace import TraceWriter, write_atomic
 from evokd.graph.build import build_graph, recursion_limit
 from evokd.graph.context import Context, Events, StudentHolder, TaskData
-from evokd.graph.records import LLMCall, RunHeader
-from evokd.graph.runfolder import RunFolder
-from evokd.graph.trace import TraceWriter, write_atomic
 from evokd.student.data import DataError, cap, read_samples, sample_k_shot
 
 log = logging.getLogger("evokd.run")

@@ -10,131 +10,20 @@ from __future__ import annotations
 import csv
 import json
 import random
-import re
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from evokd.config import TaskConfig
+from evokd.core.bio import bio_from_spans, normalise_bio, split_tag
+from evokd.core.records import Sample
+from evokd.core.text import token_offsets, tokenize
 
-
-class Sample(BaseModel):
-    text: str
-    label: str | None = None
-    tokens: list[str] | None = None
-    tags: list[str] | None = None
+__all__ = ["DataError", "Sample", "cap", "read_samples", "sample_k_shot", "token_offsets", "tokenize"]
 
 
 class DataError(Exception):
     """A data-file problem, phrased as one line naming the file and the line."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenisation
-# ---------------------------------------------------------------------------------------------
-
-
-def _mark_ranges() -> str:
-    """A regex character-class body covering every combining mark (Unicode category M*).
-
-    Python's `\\w` excludes combining marks, which would split decomposed accents ("e" + U+0301)
-    and most Indic scripts into pieces; `re` has no `\\p{M}`, so the class is built once here.
-    """
-    marks = [cp for cp in range(0x30000) if unicodedata.category(chr(cp)).startswith("M")]
-    marks += range(0xE0100, 0xE01F0)  # variation selectors supplement
-    ranges: list[tuple[int, int]] = []
-    for cp in marks:
-        if ranges and ranges[-1][1] == cp - 1:
-            ranges[-1] = (ranges[-1][0], cp)
-        else:
-            ranges.append((cp, cp))
-    return "".join(f"\\U{first:08x}-\\U{last:08x}" for first, last in ranges)
-
-
-_MARKS = _mark_ranges()
-_W = rf"[\w{_MARKS}]"
-_TOKEN_RE = re.compile(
-    rf"""
-      (?:[^\W\d_]\.){{2,}}                  # dotted abbreviations: U.S., e.g.
-    | \d+(?:[.,:/-]\d+)+(?!{_W})            # numbers with separators: 1,000.50  3:45  1996-08-30
-    | \.{{2,}}                               # ellipsis
-    | ['’][sS](?!{_W})                      # possessive 's split off, so "Obama's" keeps "Obama" whole
-    | {_W}+(?:[-'’](?![sS](?!{_W})){_W}+)*  # words, incl. don't, O'Brien, all-rounder, COVID-19
-    | \S[{_MARKS}]*                        # any other visible character (punctuation, symbols, emoji)
-    """,
-    re.VERBOSE,
-)
-
-
-def token_offsets(text: str) -> list[tuple[int, int]]:
-    """Character offsets `(start, end)` of each token `tokenize(text)` returns."""
-    return [match.span() for match in _TOKEN_RE.finditer(text)]
-
-
-def tokenize(text: str) -> list[str]:
-    """Split text into words, numbers and punctuation; deterministic and Unicode aware.
-
-    Kept whole: dotted abbreviations ("U.S."), contractions ("don't"), hyphenated words and numbers
-    with separators ("1,000.50"). Split off: punctuation and the possessive "'s". Scripts written
-    without spaces (e.g. Chinese) are not segmented.
-    """
-    return [match.group() for match in _TOKEN_RE.finditer(text)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Tag schemes
-# ---------------------------------------------------------------------------------------------
-
-# Prefixes that continue an open entity (IOB1/BIO "I", BIOES "E"/"M", BILOU "L").
-_CONTINUE = {"I", "M", "E", "L"}
-# Prefixes after which the entity is closed, so a following continuation tag starts a new one.
-_CLOSE = {"E", "L", "S", "U"}
-_SINGLE = {"S", "U"}
-
-
-def split_tag(tag: str) -> tuple[str, str | None]:
-    """`"B-PER"` -> `("B", "PER")`, `"O"` -> `("O", None)`; anything else is a ValueError."""
-    if tag == "O":
-        return "O", None
-    prefix, sep, entity_type = tag.partition("-")
-    if not sep or not entity_type or prefix not in _CONTINUE | _CLOSE | {"B"}:
-        raise ValueError(f"tag {tag!r} is not 'O' or one of B-, I-, E-, L-, S-, U-, M- and a type")
-    return prefix, entity_type
-
-
-def normalise_bio(tags: list[str]) -> list[str]:
-    """Rewrite IOB1, BIO, BIOES/IOBES and BILOU tags as BIO.
-
-    A continuation tag (I-, E-, L-, M-) that does not continue an open entity of the same type
-    starts a new one, which also repairs ill-formed predicted sequences.
-    """
-    result: list[str] = []
-    open_type: str | None = None
-    for tag in tags:
-        prefix, entity_type = split_tag(tag)
-        if entity_type is None:
-            result.append("O")
-        elif prefix in _CONTINUE and entity_type == open_type:
-            result.append(f"I-{entity_type}")
-        else:
-            result.append(f"B-{entity_type}")
-        open_type = None if entity_type is None or prefix in _CLOSE else entity_type
-    return result
-
-
-def bio_from_spans(length: int, spans: list[tuple[str, int, int]]) -> list[str]:
-    """BIO tags for `length` tokens from `(type, start, end)` token spans (end exclusive)."""
-    tags = ["O"] * length
-    for entity_type, start, end in spans:
-        if not 0 <= start < end <= length:
-            raise ValueError(f"entity span [{start}, {end}) is outside the {length} tokens")
-        if any(tag != "O" for tag in tags[start:end]):
-            raise ValueError(f"entity span [{start}, {end}) overlaps another entity")
-        tags[start:end] = [f"B-{entity_type}"] + [f"I-{entity_type}"] * (end - start - 1)
-    return tags
 
 
 # ---------------------------------------------------------------------------------------------

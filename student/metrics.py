@@ -3,41 +3,15 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
 from seqeval.metrics import classification_report as seqeval_report
 
+from evokd.core.bio import entities
+from evokd.core.records import ClassScore, ConfusedPair, EvalReport
 
-class ClassScore(BaseModel):
-    precision: float
-    recall: float
-    f1: float
-    support: int
-
-
-class ConfusedPair(BaseModel):
-    gold: str
-    predicted: str
-    count: int
-
-
-class EvalReport(BaseModel):
-    task: Literal["classification", "ner"]
-    n: int
-    # The headline number the loop optimises: macro-F1 (classification) or micro-F1 (NER, seqeval).
-    f1: float
-    accuracy: float | None = None
-    macro_f1: float
-    micro_f1: float
-    per_class: dict[str, ClassScore]
-    labels: list[str] = []
-    # Rows are gold labels, columns predicted labels, both in `labels` order (classification only).
-    confusion: list[list[int]] | None = None
-    confused_pairs: list[ConfusedPair] = []
-    # NER only: counts of missed, spurious, wrong_type and wrong_boundary entities.
-    errors: dict[str, int] | None = None
+__all__ = ["ClassScore", "ConfusedPair", "EvalReport", "classification_report", "entities", "ner_report"]
 
 
 def classification_report(gold: list[str], pred: list[str], labels: list[str]) -> EvalReport:
@@ -99,26 +73,6 @@ def _confused_pairs(confusion: np.ndarray, labels: list[str]) -> list[ConfusedPa
     ]
     # sorted() is stable, so equal counts stay in label order.
     return sorted(pairs, key=lambda pair: -pair.count)
-
-
-Entity = tuple[str, int, int]
-
-
-def entities(tags: list[str]) -> list[Entity]:
-    """`(type, start, end)` spans (end exclusive) of a BIO sequence, read leniently like conlleval:
-    an I- tag that does not continue an entity of its type starts a new one."""
-    spans: list[Entity] = []
-    open_type: str | None = None
-    open_start = 0
-    for i, tag in enumerate([*tags, "O"]):
-        prefix, _, entity_type = tag.partition("-")
-        continues = prefix == "I" and entity_type == open_type
-        if open_type is not None and not continues:
-            spans.append((open_type, open_start, i))
-            open_type = None
-        if tag != "O" and not continues:
-            open_type, open_start = entity_type, i
-    return spans
 
 
 def ner_report(gold: list[list[str]], pred: list[list[str]], types: list[str]) -> EvalReport:

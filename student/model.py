@@ -31,8 +31,10 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from evokd.config import StudentConfig, TaskConfig
+from evokd.core.bio import normalise_bio
+from evokd.core.records import Sample
+from evokd.core.text import tokenize
 
-from .data import Sample, normalise_bio, tokenize
 from .metrics import EvalReport, classification_report, ner_report
 
 _PREDICT_BATCH = 32

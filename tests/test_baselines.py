@@ -13,10 +13,10 @@ from test_ner_graph import GAZETTEER, NerTeacher, ner_config
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import ConfigError, load_config
-from evokd.graph.records import LLMCall, NodeTurn
+from evokd.core.records import LLMCall, NodeTurn
+from evokd.core.trace import read_trace
 from evokd.graph.replay import rerun
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 DEV_TEXT = "The soundtrack alone is worth the ticket price."  # a line of the demo's dev.csv
 LONG = "word " * 120

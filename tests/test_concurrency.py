@@ -11,9 +11,9 @@ from conftest import SentimentTeacher, write_config
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
-from evokd.graph.records import LLMCall
+from evokd.core.records import LLMCall
+from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 
 class SlowVerifier(SentimentTeacher):

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import write_config
 
-from evokd.graph.records import NodeTurn
-from evokd.graph.trace import read_trace
+from evokd.core.records import NodeTurn
+from evokd.core.trace import read_trace
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent

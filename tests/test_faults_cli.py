@@ -28,8 +28,8 @@ from test_faults import (
     wait_for,
 )
 
-from evokd.graph.records import LLMCall, NodeTurn, RunHeader
-from evokd.graph.trace import read_trace
+from evokd.core.records import LLMCall, NodeTurn, RunHeader
+from evokd.core.trace import read_trace
 
 pytestmark = pytest.mark.slow
 TESTS = Path(__file__).parent

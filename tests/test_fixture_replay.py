@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from evokd.core.records import LLMCall, RunHeader
+from evokd.core.trace import read_trace
 from evokd.graph import replay
-from evokd.graph.records import LLMCall, RunHeader
-from evokd.graph.trace import read_trace
 
 FIXTURE = Path(__file__).parent / "fixtures" / "demo-run"
 

@@ -10,9 +10,9 @@ from conftest import SentimentTeacher, write_config
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
-from evokd.graph.records import Decision, LLMCall, NodeTurn, RunHeader
+from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader
+from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 
 def run_scripted(

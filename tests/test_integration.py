@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from evokd.graph.records import LLMCall, RunHeader
-from evokd.graph.trace import read_trace
+from evokd.core.records import LLMCall, RunHeader
+from evokd.core.trace import read_trace
 from evokd.teacher import WEIGHTS, TeacherServer, assemble_weights
 
 pytestmark = pytest.mark.integration

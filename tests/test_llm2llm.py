@@ -12,9 +12,9 @@ from conftest import write_config
 from evokd.agents.augmenter import near_duplicate, rouge_l
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import ConfigError, load_config
-from evokd.graph.records import LLMCall, NodeTurn, RunHeader
+from evokd.core.records import LLMCall, NodeTurn, RunHeader
+from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 FRESH = ["quiet lakeside cabin with creaky floors", "bustling market stall selling spicy noodles",
          "vintage camera that jams every third roll", "weekend train journey through misty hills",

@@ -29,11 +29,11 @@ from evokd.agents.llm import StructuredOutputError, Teacher, TeacherUnreachable,
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import LLMConfig, load_config
+from evokd.core.records import LLMCall, NodeTurn, RunHeader
+from evokd.core.runfolder import RunFolder
+from evokd.core.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context, StudentHolder
-from evokd.graph.records import LLMCall, NodeTurn, RunHeader
-from evokd.graph.runfolder import RunFolder
 from evokd.graph.runner import execute, load_task_data
-from evokd.graph.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
 from evokd.teacher import TeacherServer, free_port, is_healthy
 
 LABELS = ["negative", "positive"]

@@ -12,10 +12,10 @@ from rich.console import Console
 from evokd.agents.recording import Recording, ReplayDivergence
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
+from evokd.core.records import LLMCall
+from evokd.core.trace import read_trace
 from evokd.graph import replay
-from evokd.graph.records import LLMCall
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 
 @pytest.fixture

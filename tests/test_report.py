@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from evokd.graph.records import RoundMetrics, SampleRecord
+from evokd.core.records import RoundMetrics, SampleRecord
 from evokd.graph.report import reason_group, rejection_reasons, write_report
 from evokd.student.metrics import classification_report, ner_report
 

@@ -13,10 +13,10 @@ from conftest import SentimentTeacher, write_config
 from evokd.agents.llm import TeacherUnreachable
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
-from evokd.graph.records import NodeTurn
-from evokd.graph.runfolder import RunFolder
+from evokd.core.records import NodeTurn
+from evokd.core.runfolder import RunFolder
+from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-from evokd.graph.trace import read_trace
 
 
 class DiesInRound(SentimentTeacher):
@@ -92,7 +92,7 @@ class DiesAtSecondLabel(SentimentTeacher):
 
 
 def test_calls_paid_before_a_crash_count_once(tmp_path: Path, tiny_model_dir: Path) -> None:
-    from evokd.graph.records import LLMCall
+    from evokd.core.records import LLMCall
 
     cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=1),
                       ["llm.max_retries=0", "loop.verifier_batch_size=1"])

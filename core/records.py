@@ -117,3 +117,45 @@ class RoundMetrics(BaseModel):
     method: str = "evokd"
     # Cumulative llm/train/eval/total seconds at the end of the round (the next round's baseline).
     usage_at_end: dict[str, float] = {}
+
+
+class Sample(BaseModel):
+    """The unit that flows through the whole loop. Classification samples carry a `label`; NER
+    samples carry word `tokens` and word-level BIO `tags` (`text` is then the tokens joined by
+    spaces unless the source had the original sentence)."""
+
+    text: str
+    label: str | None = None
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+
+
+class ClassScore(BaseModel):
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class ConfusedPair(BaseModel):
+    gold: str
+    predicted: str
+    count: int
+
+
+class EvalReport(BaseModel):
+    task: Literal["classification", "ner"]
+    n: int
+    # The headline number the loop optimises: macro-F1 (classification) or micro-F1 (NER, seqeval).
+    f1: float
+    accuracy: float | None = None
+    macro_f1: float
+    micro_f1: float
+    per_class: dict[str, ClassScore]
+    labels: list[str] = []
+    # Rows are gold labels, columns predicted labels, both in `labels` order (classification only).
+    confusion: list[list[int]] | None = None
+    confused_pairs: list[ConfusedPair] = []
+    # NER only: counts of missed, spurious, wrong_type and wrong_boundary entities.
+    errors: dict[str, int] | None = None
+

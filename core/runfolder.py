@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from evokd.graph.trace import write_atomic
+from evokd.core.trace import write_atomic
 
 
 def new_run_id(name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from evokd.graph.records import TraceRecord
+from evokd.core.records import TraceRecord
 
 _TRACE = TypeAdapter(TraceRecord)
 
