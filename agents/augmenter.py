@@ -1,28 +1,22 @@
 """LLM2LLM's teacher (Lee et al. 2024, arXiv 2403.15042): for each seed example the student gets
 wrong, write a few similar examples with their labels; drop near-duplicates by ROUGE-L.
 
-There is no separate Verifier here, as in LLM2LLM: the teacher labels what it writes. The same
-rejection rules still apply (label outside the set, empty or over-long, duplicate, equal to a
+There is no separate Verifier here, as in LLM2LLM: the teacher labels what it writes. The graph
+still applies the same rejection rules (label outside the set, empty or over-long, duplicate, equal to a
 dev/test text), plus LLM2LLM's own near-duplicate filter against everything kept so far.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from langgraph.runtime import Runtime
 from pydantic import BaseModel
 
-from evokd.agents.analyst import usage_of
-from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.agents.verifier import accepted_keys, check_label, precheck
-from evokd.core.records import SampleRecord
+from evokd.agents.common import Answer, ask, task_variables
+from evokd.agents.llm import Teacher
+from evokd.agents.prompts import PromptSet
+from evokd.config import TaskConfig
 from evokd.core.text import normalise
-from evokd.graph.context import Context
-from evokd.graph.state import RunState
-
-log = logging.getLogger("evokd.agents")
 
 
 class Example(BaseModel):
@@ -57,38 +51,8 @@ def near_duplicate(text: str, kept: list[str], threshold: float) -> str | None:
     return next((k for k in kept if rouge_l(text, k) >= threshold), None)
 
 
-def augmenter(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = runtime.context
-    loop, task = ctx.cfg.loop, ctx.cfg.task
-    round = state["round"]
-    seen = accepted_keys(state)
-    kept = [s["text"] for s in state.get("samples", []) if s["accepted"]]
-    records: list[SampleRecord] = []
-    calls: list[Any] = []
-    for example in state.get("incorrect", []):
-        messages, template = ctx.prompts.messages(
-            "llm2llm", task_description=task.description, labels=task.labels,
-            label_descriptions=task.label_descriptions, example=example, n=loop.llm2llm_per_example)
-        try:
-            reply, _, new_calls = ctx.teacher.ask(messages, AugmenterReply, round=round, node="augmenter",
-                                                  prompt_file=template.name, prompt_sha256=template.sha256)
-        except BudgetExhausted:
-            break
-        except StructuredOutputError as exc:
-            log.warning("augmenter, round %d: %s", round, exc)
-            calls += exc.calls
-            continue
-        calls += new_calls
-        for item in reply.examples[: loop.llm2llm_per_example]:
-            text = " ".join(item.text.split())
-            record = SampleRecord(round=round, text=text, intent="hard", accepted=False, method="llm2llm")
-            record.reason = precheck(text, seen, ctx.data.eval_keys, loop.max_text_chars)
-            if record.reason is None:
-                record.label, record.reason = check_label(item.label, task.labels)
-            if record.reason is None and (twin := near_duplicate(text, kept, loop.dedup_rouge_l)):
-                record.reason = f"near-duplicate (ROUGE-L >= {loop.dedup_rouge_l}) of {twin[:60]!r}"
-            record.accepted = record.reason is None
-            if record.accepted:
-                kept.append(text)
-            records.append(record)
-    return {"batch": [r.model_dump(mode="json") for r in records], "usage": usage_of(calls, ctx)}
+def write_similar(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+                  example: dict[str, Any], n: int) -> Answer[AugmenterReply]:
+    """n labelled examples like one the student got wrong (a SampleRecord dict)."""
+    messages, template = prompts.messages("llm2llm", **task_variables(task), example=example, n=n)
+    return ask(teacher, messages, AugmenterReply, round=round, node="augmenter", template=template)

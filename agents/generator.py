@@ -1,24 +1,21 @@
 """Generator: in the Analyst's conversation, writes hard and easy inputs (no labels).
 
 With `loop.separate_verifier = false` (an ablation) it writes labelled texts instead (a label, or
-an entity list for NER), and `self_check` applies the Verifier's rules to its own labels."""
+an entity list for NER), and the graph's `self_check` applies the Verifier's rules to its labels."""
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
-from evokd.agents.analyst import prompt_variables, usage_of
-from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.agents.verifier import _one_of
+from evokd.agents.common import ask, counted, one_of, task_variables
+from evokd.agents.llm import Message, Teacher
+from evokd.agents.prompts import PromptSet
+from evokd.config import TaskConfig
+from evokd.core.records import LLMCall
 from evokd.core.text import normalise
-from evokd.graph.context import Context
-from evokd.graph.state import RunState
-
-log = logging.getLogger("evokd.agents")
 
 
 def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
@@ -26,29 +23,23 @@ def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
     returns exactly that many; validation is lenient, since a short list is topped up instead."""
 
     return create_model("GeneratorReply",
-                        hard=_counted(str, n_hard, "inputs the student will likely get wrong"),
-                        easy=_counted(str, n_easy, "inputs the student will likely get right"))
-
-
-def _counted(item: Any, n: int, what: str) -> Any:
-    """A list field whose JSON schema asks for exactly n items while validation takes any number."""
-    return (list[item], Field(default_factory=list, description=what,
-                              json_schema_extra={"minItems": n, "maxItems": n}))
+                        hard=counted(str, n_hard, "inputs the student will likely get wrong"),
+                        easy=counted(str, n_easy, "inputs the student will likely get right"))
 
 
 def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> type[BaseModel]:
     """Hard and easy texts, each with its label (or its entities for NER): the Generator labels
     its own texts when there is no separate Verifier."""
     if task_type == "ner":
-        entity = create_model("Entity", text=(str, ...), type=(_one_of(labels), ...))
+        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
         item = create_model("LabelledSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
     else:
         # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
-        item = create_model("LabelledText", text=(str, ...), label=(_one_of(labels), Field(None)))
+        item = create_model("LabelledText", text=(str, ...), label=(one_of(labels), Field(None)))
 
     return create_model("LabelledGeneratorReply",
-                        hard=_counted(item, n_hard, "inputs the student will likely get wrong, labelled"),
-                        easy=_counted(item, n_easy, "inputs the student will likely get right, labelled"))
+                        hard=counted(item, n_hard, "inputs the student will likely get wrong, labelled"),
+                        easy=counted(item, n_easy, "inputs the student will likely get right, labelled"))
 
 
 def annotation_of(item: Any) -> Any:
@@ -73,41 +64,45 @@ def take_new(items: list[Any], want: int, seen: set[str]) -> list[dict[str, Any]
     return out
 
 
-def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = runtime.context
-    loop = ctx.cfg.loop
-    variables = prompt_variables(state, ctx)
-    conversation = list(state.get("conversation", []))
-    labelled = not loop.separate_verifier
+@dataclass
+class Generated:
+    # {"text", "intent"} (+ "annotation" when labelled), hard ones first.
+    candidates: list[dict[str, Any]]
+    conversation: list[Message]
+    calls: list[LLMCall] = field(default_factory=list)
+
+
+def generate(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+             conversation: list[Message], n_hard: int, n_easy: int, max_top_ups: int,
+             labelled: bool = False) -> Generated:
+    """The Generator's turn(s) in the Analyst's conversation: up to n_hard + n_easy new texts."""
     agent = "generator_labelled" if labelled else "generator"
+    conversation = list(conversation)
     hard: list[dict[str, Any]] = []
     easy: list[dict[str, Any]] = []
     seen: set[str] = set()
-    calls = []
+    calls: list[LLMCall] = []
     # A small teacher often returns fewer items than asked: ask again for what is missing, bounded.
-    for attempt in range(loop.max_top_ups + 1):
-        need_hard, need_easy = loop.n_hard - len(hard), loop.n_easy - len(easy)
-        if need_hard <= 0 and need_easy <= 0:
+    for attempt in range(max_top_ups + 1):
+        need_hard, need_easy = max(n_hard - len(hard), 0), max(n_easy - len(easy), 0)
+        if need_hard == 0 and need_easy == 0:
             break
-        messages, template = ctx.prompts.messages(
-            agent, **variables, n_hard=max(need_hard, 0), n_easy=max(need_easy, 0))
+        messages, template = prompts.messages(agent, **task_variables(task), round=round,
+                                              n_hard=need_hard, n_easy=need_easy)
         user = messages[-1]  # the generator speaks in the analyst's conversation, no new system prompt
-        schema = labelled_schema(ctx.cfg.task.type, ctx.cfg.task.labels, max(need_hard, 0), max(need_easy, 0)) \
-            if labelled else reply_schema(max(need_hard, 0), max(need_easy, 0))
-        try:
-            reply, conversation, new_calls = ctx.teacher.ask(
-                [*conversation, user], schema, round=state["round"],
-                node="generator" if attempt == 0 else "generator-top-up",
-                prompt_file=template.name, prompt_sha256=template.sha256)
-        except BudgetExhausted:
+        schema = labelled_schema(task.type, task.labels, need_hard, need_easy) if labelled \
+            else reply_schema(need_hard, need_easy)
+        answer = ask(teacher, [*conversation, user], schema, round=round,
+                     node="generator" if attempt == 0 else "generator-top-up", template=template,
+                     log_as="generator")
+        calls += answer.calls
+        if answer.budget_spent:
             break
-        except StructuredOutputError as exc:
+        if answer.reply is None:
             # Bounded retries are spent; keep what earlier attempts gave and let the round go on.
-            log.warning("generator, round %d: %s", state["round"], exc)
-            calls += exc.calls
             continue
-        calls += new_calls
-        hard += take_new(reply.hard, max(need_hard, 0), seen)
-        easy += take_new(reply.easy, max(need_easy, 0), seen)
+        conversation = answer.conversation
+        hard += take_new(answer.reply.hard, need_hard, seen)
+        easy += take_new(answer.reply.easy, need_easy, seen)
     candidates = [{**c, "intent": "hard"} for c in hard] + [{**c, "intent": "easy"} for c in easy]
-    return {"candidates": candidates, "conversation": conversation, "usage": usage_of(calls, ctx)}
+    return Generated(candidates, conversation, calls)

@@ -1,32 +1,24 @@
-"""Verifier: a fresh conversation that labels (or, for NER, annotates) the new inputs and rejects
-the invalid ones.
+"""Verifier: a fresh conversation that labels (or, for NER, annotates) new inputs, and the rules
+that turn its annotation into a verdict (accepted, or rejected with a reason).
 
-It sees only the texts and the label set, never the Generator's intent. Cheap checks (empty,
-too long, duplicate, equal to an evaluation text) run before any tokens are spent on labelling.
+It sees only the texts and the label set, never the Generator's intent. The graph runs the cheap
+checks (empty, too long, duplicate, equal to an evaluation text) before any tokens are spent here.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from dataclasses import dataclass, field
+from typing import Any
 
-from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.alignment import Entity, align
-from evokd.agents.analyst import usage_of
-from evokd.agents.llm import BudgetExhausted, StructuredOutputError
-from evokd.core.records import SampleRecord
-from evokd.core.text import normalise
-from evokd.graph.context import Context
-from evokd.graph.state import RunState
-
-
-def _one_of(values: list[str]) -> Any:
-    """A string whose JSON schema lists the allowed values: a grammar-constrained backend then
-    cannot stray, while validation still accepts any string so that a stray value becomes a
-    per-sample rejection with a reason instead of a failed reply."""
-    return Annotated[str, Field(json_schema_extra={"enum": values})]
+from evokd.agents.common import Answer, ask, one_of, task_variables
+from evokd.agents.llm import Teacher
+from evokd.agents.prompts import PromptSet
+from evokd.config import TaskConfig
+from evokd.core.records import LLMCall
 
 
 def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
@@ -36,10 +28,10 @@ def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
     sentences it labelled 22 right this way, against 13 with a plain list of labels, in the same
     tokens (docs/verifier-format.md)."""
     if task_type == "ner":
-        entity = create_model("Entity", text=(str, ...), type=(_one_of(labels), ...))
+        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
         annotation: Any = list[entity]
     else:
-        annotation = _one_of([*labels, "none"])
+        annotation = one_of([*labels, "none"])
     # Default None without "| None": the schema offers no null, yet a missing key still parses.
     fields = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
     name = "NerVerifierReply" if task_type == "ner" else "VerifierReply"
@@ -50,19 +42,17 @@ def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
     return model
 
 
-def precheck(text: str, seen: set[str], eval_keys: set[str], max_chars: int) -> str | None:
-    """Why a text is rejected before labelling, or None. `seen` gains the text when it passes."""
-    key = normalise(text)
-    if not key:
-        return "empty text"
-    if len(text) > max_chars:
-        return f"text longer than {max_chars} characters"
-    if key in eval_keys:
-        return "equal to a dev/test text"
-    if key in seen:
-        return "duplicate of an earlier sample"
-    seen.add(key)
-    return None
+class Verdict(BaseModel):
+    """A text's annotation once the Verifier's rules have judged it."""
+
+    label: str | None = None
+    tokens: list[str] | None = None
+    tags: list[str] | None = None
+    reason: str | None = None  # why it is rejected; None: accepted
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None
 
 
 def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str | None]:
@@ -76,105 +66,66 @@ def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str |
     return canonical, None
 
 
-def annotate_batch(texts: list[str], ctx: Context, round: int) -> tuple[list[Any], list[Any]]:
-    """The teacher's annotation of each text (a label, or an entity list for NER), and the calls."""
-    task = ctx.cfg.task
-    # Texts are data, one numbered line each: a newline inside one must not forge another item.
-    messages, template = ctx.prompts.messages(
-        "verifier", task_description=task.description, labels=task.labels,
-        label_descriptions=task.label_descriptions, texts=[" ".join(t.split()) for t in texts])
-    schema = reply_schema(task.type, task.labels, len(texts))
-    reply, _, calls = ctx.teacher.ask(messages, schema, round=round, node="verifier",
-                                      prompt_file=template.name, prompt_sha256=template.sha256,
-                                      temperature=ctx.cfg.llm.verifier_temperature)
-    values = [getattr(reply, f"t{i}") for i in range(1, len(texts) + 1)]
-    if task.type == "ner":
-        return [None if v is None else [Entity(**e.model_dump()) for e in v] for v in values], calls
-    return values, calls
-
-
-def accepted_keys(state: RunState) -> set[str]:
-    """Normalised texts of every sample accepted so far: what a new text must not repeat."""
-    return {normalise(s["text"]) for s in state.get("samples", []) if s["accepted"]}
-
-
-def prechecked(state: RunState, ctx: Context) -> list[SampleRecord]:
-    """The round's candidates as records, already rejected where a cheap check fails."""
-    loop = ctx.cfg.loop
-    seen = accepted_keys(state)
-    records = []
-    for cand in state.get("candidates", []):
-        record = SampleRecord(round=state["round"], text=cand["text"], intent=cand["intent"], accepted=False,
-                              method=loop.method)
-        record.reason = precheck(cand["text"], seen, ctx.data.eval_keys, loop.max_text_chars)
-        records.append(record)
-    return records
-
-
-def judge(record: SampleRecord, annotation: Any, ctx: Context) -> None:
-    """Fill a record's label (or tokens and tags) from the annotation, accepting it when valid."""
-    task = ctx.cfg.task
+def judge(text: str, annotation: Any, task: TaskConfig) -> Verdict:
+    """The verdict on a text from its annotation: a label, or for NER a list of entities (Entity
+    objects or {"text", "type"} dicts) aligned to the text's word tokens."""
     if task.type == "ner":
         if annotation is None:
-            record.reason = "no annotation returned"
-            return
-        aligned = align(record.text, annotation, task.labels)
-        record.tokens, record.tags, record.reason = aligned.tokens, aligned.tags, aligned.reason
-    else:
-        record.label, record.reason = check_label(annotation, task.labels)
-    record.accepted = record.reason is None
+            return Verdict(reason="no annotation returned")
+        entities = [e if isinstance(e, Entity) else Entity.model_validate(e) for e in annotation]
+        aligned = align(text, entities, task.labels)
+        return Verdict(tokens=aligned.tokens, tags=aligned.tags, reason=aligned.reason)
+    label, reason = check_label(annotation, task.labels)
+    return Verdict(label=label, reason=reason)
 
 
-def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    ctx = runtime.context
-    loop = ctx.cfg.loop
-    round = state["round"]
-    records = prechecked(state, ctx)
-    to_label = [r for r in records if r.reason is None]
-    calls: list[Any] = []
-    size = loop.verifier_batch_size
-    chunks = [to_label[start:start + size] for start in range(0, len(to_label), size)]
+def annotate_batch(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+                   temperature: float | None = None) -> tuple[list[Any] | None, Answer[Any]]:
+    """The teacher's annotation of each text (a label, or an entity list for NER), None when it
+    gave no valid reply, and the answer (its calls)."""
+    # Texts are data, one numbered line each: a newline inside one must not forge another item.
+    messages, template = prompts.messages("verifier", **task_variables(task),
+                                          texts=[" ".join(t.split()) for t in texts])
+    schema = reply_schema(task.type, task.labels, len(texts))
+    answer = ask(teacher, messages, schema, round=round, node="verifier", template=template,
+                 temperature=temperature)
+    if answer.reply is None:
+        return None, answer
+    values = [getattr(answer.reply, f"t{i}") for i in range(1, len(texts) + 1)]
+    if task.type == "ner":
+        values = [None if v is None else [Entity(**e.model_dump()) for e in v] for v in values]
+    return values, answer
 
-    def label(chunk: list[SampleRecord]) -> tuple[Any, Exception | None]:
-        try:
-            return annotate_batch([r.text for r in chunk], ctx, round), None
-        except (StructuredOutputError, BudgetExhausted) as exc:
-            return None, exc
 
-    workers = min(ctx.cfg.llm.concurrency, len(chunks))
+@dataclass
+class Labelled:
+    verdicts: list[Verdict]  # one per text, in order
+    calls: list[LLMCall] = field(default_factory=list)
+
+
+def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+                batch_size: int, concurrency: int = 1, temperature: float | None = None) -> Labelled:
+    """Label texts in batches of `batch_size`; a batch with no valid reply costs its texts, not the run."""
+    chunks = [texts[start:start + batch_size] for start in range(0, len(texts), batch_size)]
+
+    def label(chunk: list[str]) -> tuple[list[Any] | None, Answer[Any]]:
+        return annotate_batch(teacher, prompts, task, chunk, round=round, temperature=temperature)
+
+    workers = min(concurrency, len(chunks))
     if workers > 1:
         # Batches are independent: a server that serves requests in parallel labels them at once.
         with ThreadPoolExecutor(workers) as pool:
             results = list(pool.map(label, chunks))
     else:
         results = [label(chunk) for chunk in chunks]
-    for chunk, (result, exc) in zip(chunks, results, strict=True):
-        if isinstance(exc, StructuredOutputError):
-            # One bad batch costs its samples, not the run.
-            calls += exc.calls
-            for record in chunk:
-                record.reason = f"verifier reply invalid: {exc}"
-        elif isinstance(exc, BudgetExhausted):
-            for record in chunk:
-                record.reason = "teacher budget spent before labelling"
+    verdicts: list[Verdict] = []
+    calls: list[LLMCall] = []
+    for chunk, (values, answer) in zip(chunks, results, strict=True):
+        calls += answer.calls
+        if answer.budget_spent:
+            verdicts += [Verdict(reason="teacher budget spent before labelling") for _ in chunk]
+        elif values is None:
+            verdicts += [Verdict(reason=f"verifier reply invalid: {answer.error}") for _ in chunk]
         else:
-            annotations, new_calls = result
-            calls += new_calls
-            for record, annotation in zip(chunk, annotations, strict=True):
-                judge(record, annotation, ctx)
-    batch = [r.model_dump(mode="json") for r in records]
-    return {"batch": batch, "usage": usage_of(calls, ctx)}
-
-
-def self_check(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """No separate Verifier (an ablation, `loop.separate_verifier = false`): the Generator labelled
-    its own texts, and those labels go through the Verifier's rules without another teacher call."""
-    ctx = runtime.context
-    records = prechecked(state, ctx)
-    for record, cand in zip(records, state.get("candidates", []), strict=True):
-        if record.reason is None:
-            annotation = cand.get("annotation")
-            if ctx.cfg.task.type == "ner" and annotation is not None:
-                annotation = [Entity(**e) for e in annotation]
-            judge(record, annotation, ctx)
-    return {"batch": [r.model_dump(mode="json") for r in records]}
+            verdicts += [judge(text, value, task) for text, value in zip(chunk, values, strict=True)]
+    return Labelled(verdicts, calls)

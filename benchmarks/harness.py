@@ -170,7 +170,7 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, s
 def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
     `full`: up to `full_samples` gold training samples, never a dev or test text."""
-    from evokd.graph.runner import load_task_data
+    from evokd.graph.prepare import load_task_data
     from evokd.student.data import cap, read_samples
     from evokd.student.model import build_student
 

@@ -23,7 +23,7 @@ from evokd.agents.llm import Teacher, make_chat_model, resolve_mode
 from evokd.agents.prompts import PromptSet
 from evokd.agents.verifier import reply_schema
 from evokd.config import load_config
-from evokd.graph.runner import load_task_data
+from evokd.graph.prepare import load_task_data
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks" / "verifier_accuracy.json"

@@ -59,10 +59,11 @@ def run(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
-    from evokd.config import load_config
+    from evokd.config import dump_config, load_config
     from evokd.core.runfolder import RunFolder
     from evokd.core.trace import write_atomic
-    from evokd.graph.runner import RunError, execute, load_task_data, resume_config
+    from evokd.graph.prepare import prepare
+    from evokd.graph.runner import RunError, execute, resume_config
     from evokd.view import LiveView
 
     _setup_logging(verbose)
@@ -75,7 +76,7 @@ def run(
         overrides.append(f"prompts_dir={_quote(str(prompts.resolve()))}")
     run_folder = None
     recording = None
-    data = None  # a resume reads its data in execute
+    prepared = None  # a resume prepares in execute
     try:
         if (from_run is None) != (from_round is None):
             raise RunError("--from RUN_DIR and --from-round N go together")
@@ -89,20 +90,14 @@ def run(
             raise RunError("give a CONFIG file, or --resume RUN_DIR")
         else:
             cfg = load_config(config, overrides)
-            from evokd.agents.prompts import PromptSet
-
             # Everything checkable is checked before the run folder exists: a bad input writes nothing.
-            data = load_task_data(cfg)
-            PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
-                      separate_verifier=cfg.loop.separate_verifier)
+            prepared = prepare(cfg)
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
-            from evokd.config import dump_config
-
             write_atomic(run_folder.config, dump_config(cfg))
         console.print(f"run folder: [bold]{run_folder.root}[/]")
         metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
         with LiveView(console, metric=metric) as view:
-            result = execute(cfg, run=run_folder, data=data, resume=resume is not None, events=view.events(),
+            result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, events=view.events(),
                              on_status=view.say, recording=recording,
                              parent=str(from_run.resolve()) if from_run else None)
     except _known_errors() as exc:

@@ -7,7 +7,8 @@ llm2llm:  seed -> probe (seed set) -> augmenter -> trainer (from scratch) -> dec
 static:   seed -> static_gen (per label, no feedback) -> trainer -> decide -+-> static_gen
 augment:  seed -> augment_gen (paraphrase the seed set) -> trainer -> decide -+-> augment_gen
 
-The first node of a round starts it (round + 1). With loop.separate_verifier = false, evokd's
+The round counter has one owner: `start_round`, applied by `traced` to the first node of each
+method's round (nodes only read `state["round"]`). With loop.separate_verifier = false, evokd's
 verifier is replaced by self_check: the Generator's own labels, checked by the Verifier's rules.
 """
 
@@ -21,15 +22,10 @@ from typing import Any
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from evokd.agents.analyst import analyst
-from evokd.agents.augment import augment_gen
-from evokd.agents.augmenter import augmenter
-from evokd.agents.generator import generator
-from evokd.agents.static import static_gen
-from evokd.agents.verifier import self_check, verifier
 from evokd.core.records import NodeTurn
 from evokd.graph.context import Context
 from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
+from evokd.graph.nodes_llm import analyst, augment_gen, augmenter, generator, self_check, static_gen, verifier
 from evokd.graph.route import next_step
 from evokd.graph.state import RunState
 
@@ -49,17 +45,27 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def start_round(state: RunState) -> RunState:
+    """The only place the round counter advances: 0 is the seed round, generation rounds count from 1."""
+    return {**state, "round": state.get("round", 0) + 1}
+
+
 def traced(name: str, node: Node, starts_round: bool = False) -> Node:
     """Time a node, tell the live view, and leave one NodeTurn record per turn in the trace.
-    A node that starts a round (it returns round + 1) is recorded under the round it starts."""
+    The first node of a round (`starts_round`) sees the new round, returns it in its update and is
+    recorded under it."""
 
     def run(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         ctx = runtime.context
-        round = state.get("round", 0) + (1 if starts_round else 0)
+        if starts_round:
+            state = start_round(state)
+        round = state.get("round", 0)
         ctx.events.node_started(name, round)
         started = time.time()
         try:
             update = node(state, runtime)
+            if starts_round:
+                update = {"round": round, **update}
         except Exception as exc:
             ended = time.time()
             ctx.trace.write(NodeTurn(round=round, node=name, method=ctx.cfg.loop.method, started_at=started,
@@ -76,6 +82,7 @@ def traced(name: str, node: Node, starts_round: bool = False) -> Node:
     return run
 
 
+# One round's nodes per method, in order; the first one starts the round. A new method is a new row.
 ROUNDS: dict[str, list[tuple[str, Node]]] = {
     "evokd": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
               ("trainer", trainer)],

@@ -9,12 +9,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evokd.core.records import Decision, RoundMetrics, SampleRecord
+from evokd.core.bio import describe_entities
+from evokd.core.records import Decision, RoundMetrics, Sample, SampleRecord
 from evokd.core.trace import write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context
 from evokd.graph.route import should_stop
 from evokd.graph.state import RunState
-from evokd.student.data import Sample
 
 log = logging.getLogger("evokd.graph")
 
@@ -31,14 +31,6 @@ def predicted_value(prediction: Any) -> str | list[str] | None:
 def is_correct(record: dict[str, Any]) -> bool:
     gold = record.get("label") if record.get("tags") is None else record.get("tags")
     return record.get("predicted") == gold
-
-
-def describe_entities(tokens: list[str], tags: list[str] | None) -> str:
-    """BIO tags as the Analyst reads them: "Ada Lovelace (PER), London (LOC)" or "none"."""
-    from evokd.student.metrics import entities
-
-    found = [f"{' '.join(tokens[start:end])} ({type_})" for type_, start, end in entities(tags or [])]
-    return ", ".join(found) or "none"
 
 
 def for_analyst(record: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +129,7 @@ def probe(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     predictions the student made on the previous batch before it trained on it, which is what
     tells the Analyst something new."""
     ctx = runtime.context
-    round = state["round"] + 1
+    round = state["round"]
     latest = [dict(s) for s in state.get("latest", []) if s["accepted"]]
     if round == 1:
         student = ctx.holder.at(state["student_dir"])
@@ -150,7 +142,6 @@ def probe(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     if not ctx.cfg.loop.analyst_sees_correct:
         correct = []  # ablation: the Analyst sees only what the student got wrong
     return {
-        "round": round,
         "correct": [for_analyst(s) for s in rng.sample(correct, min(shown, len(correct)))],
         "incorrect": [for_analyst(s) for s in rng.sample(incorrect, min(shown, len(incorrect)))],
         # A new round starts a new Analyst conversation.
@@ -169,8 +160,8 @@ def probe_seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     if not incorrect:
         log.warning("round %d: the student gets every seed example right, so LLM2LLM has nothing to "
                     "target and stops; more seed examples (sampling.k_per_class) give it something",
-                    state["round"] + 1)
-    return {"round": state["round"] + 1, "correct": [s for s in seed if is_correct(s)],
+                    state["round"])
+    return {"correct": [s for s in seed if is_correct(s)],
             "incorrect": incorrect, "batch": []}
 
 

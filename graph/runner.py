@@ -18,15 +18,14 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 import evokd
 from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
-from evokd.agents.prompts import PromptSet
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.records import LLMCall, RunHeader
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import TraceWriter, write_atomic
 from evokd.graph.build import build_graph, recursion_limit
-from evokd.graph.context import Context, Events, StudentHolder, TaskData
-from evokd.student.data import DataError, cap, read_samples, sample_k_shot
+from evokd.graph.context import Context, Events, StudentHolder
+from evokd.graph.prepare import Prepared, prepare
 
 log = logging.getLogger("evokd.run")
 THREAD = {"configurable": {"thread_id": "evokd"}}
@@ -40,52 +39,6 @@ class RunError(Exception):
 class RunResult:
     run: RunFolder
     state: dict[str, Any]
-
-
-def load_task_data(cfg: RunConfig) -> TaskData:
-    if cfg.data.hf_dataset:
-        return _load_hf(cfg)
-    assert cfg.data.seed is not None and cfg.data.dev is not None  # the config validator ensures it
-    pool = read_samples(cfg.data.seed, cfg.task)
-    seed = sample_k_shot(pool, cfg.task, cfg.sampling.k_per_class, cfg.sampling.seed)
-    dev = cap(read_samples(cfg.data.dev, cfg.task), cfg.data.dev_limit, cfg.sampling.seed)
-    test = cap(read_samples(cfg.data.test, cfg.task), cfg.data.test_limit, cfg.sampling.seed) \
-        if cfg.data.test else []
-    if not seed:
-        raise DataError(f"{cfg.data.seed}: no seed samples")
-    if not dev:
-        raise DataError(f"{cfg.data.dev}: no dev samples (evokd never evaluates on training data)")
-    return TaskData(seed=seed, dev=dev, test=test)
-
-
-def _load_hf(cfg: RunConfig) -> TaskData:
-    """A Hugging Face dataset (needs a network and `pip install datasets`)."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError("data.hf_dataset needs the `datasets` package: pip install datasets") from exc
-    from evokd.student.data import Sample
-
-    name, _, subset = cfg.data.hf_dataset.partition("/")
-    ds = datasets.load_dataset(name, subset or None)
-    task = cfg.task
-    names = ds["train"].features[task.label_column].names \
-        if hasattr(ds["train"].features[task.label_column], "names") else None
-
-    def rows(split: str) -> list[Sample]:
-        out = []
-        for row in ds[split]:
-            raw = row[task.label_column]
-            label = names[raw] if names else str(raw)
-            out.append(Sample(text=row[task.text_column], label=task.label_map.get(label, label)))
-        return out
-
-    dev_split = "validation" if "validation" in ds else "test"
-    return TaskData(
-        seed=sample_k_shot(rows("train"), task, cfg.sampling.k_per_class, cfg.sampling.seed),
-        dev=cap(rows(dev_split), cfg.data.dev_limit, cfg.sampling.seed),
-        test=cap(rows("test"), cfg.data.test_limit, cfg.sampling.seed) if "test" in ds else [],
-    )
 
 
 def library_versions() -> dict[str, str]:
@@ -114,7 +67,7 @@ def execute(
     cfg: RunConfig,
     *,
     run: RunFolder | None = None,
-    data: TaskData | None = None,
+    prepared: Prepared | None = None,
     resume: bool = False,
     recording: Recording | None = None,
     parent: str | None = None,
@@ -123,10 +76,10 @@ def execute(
     base_url: str | None = None,
     on_status: Any = None,
 ) -> RunResult:
-    """Run the graph to its end. `chat_model` replaces the teacher (tests, replays)."""
-    data = data if data is not None else load_task_data(cfg)
-    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
-                        separate_verifier=cfg.loop.separate_verifier)
+    """Run the graph to its end. `prepared` is what `prepare(cfg)` checked before the run folder
+    existed (else it is prepared here); `chat_model` replaces the teacher (tests, replays)."""
+    prepared = prepared if prepared is not None else prepare(cfg)
+    data, prompts = prepared.data, prepared.prompts
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))

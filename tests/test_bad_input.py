@@ -196,7 +196,7 @@ def test_error_line_from_a_real_process(tmp_path: Path) -> None:
 def test_demo_config_is_valid() -> None:
     """The checks above are not over-eager: the shipped example passes them."""
     from evokd.config import load_config
-    from evokd.graph.runner import load_task_data
+    from evokd.graph.prepare import load_task_data
 
     cfg = load_config(ROOT / "examples" / "sentiment" / "config.toml")
     assert load_task_data(cfg).dev

@@ -32,8 +32,10 @@ from evokd.config import LLMConfig, load_config
 from evokd.core.records import LLMCall, NodeTurn, RunHeader
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
+from evokd.graph import nodes_llm
 from evokd.graph.context import Context, StudentHolder
-from evokd.graph.runner import execute, load_task_data
+from evokd.graph.prepare import load_task_data
+from evokd.graph.runner import execute
 from evokd.teacher import TeacherServer, free_port, is_healthy
 
 LABELS = ["negative", "positive"]
@@ -214,7 +216,7 @@ THREE = ["Not a good film, take one.", "A great and superb delight.", "Awful and
 @example(reply=json.dumps({"1": "mixed", "2": "POSITIVE", "3": "x" * 10_000})).via("labels outside the set")
 def test_verifier_node_survives_any_reply(node_env: SimpleNamespace, reply: str) -> None:
     runtime, chat, calls = node_runtime(node_env, lambda messages: reply)
-    out = verifier_agent.verifier({"round": 1, "candidates": candidates(*THREE), "samples": []}, runtime)
+    out = nodes_llm.verifier({"round": 1, "candidates": candidates(*THREE), "samples": []}, runtime)
     batch = out["batch"]
     assert [r["text"] for r in batch] == THREE
     schema = verifier_schema(3)
@@ -239,7 +241,7 @@ def test_long_texts_are_rejected_before_labelling(node_env: SimpleNamespace) -> 
     long_text = "word " * 2_000  # 10,000 characters
     runtime, chat, _ = node_runtime(node_env, lambda messages: json.dumps({"1": "negative"}))
     state = {"round": 1, "candidates": candidates(long_text, "Boring."), "samples": []}
-    batch = verifier_agent.verifier(state, runtime)["batch"]
+    batch = nodes_llm.verifier(state, runtime)["batch"]
     assert batch[0]["reason"] == "text longer than 400 characters" and not batch[0]["accepted"]
     assert batch[1]["accepted"] and batch[1]["label"] == "negative"
     # No tokens spent on it: the one Verifier request lists only the short text.
@@ -251,7 +253,7 @@ def test_long_texts_are_rejected_before_labelling(node_env: SimpleNamespace) -> 
 @given(reply=GARBAGE)
 def test_generator_node_survives_any_reply(node_env: SimpleNamespace, reply: str) -> None:
     runtime, chat, _ = node_runtime(node_env, lambda messages: reply)
-    out = generator_agent.generator({"round": 1, "conversation": []}, runtime)
+    out = nodes_llm.generator({"round": 1, "conversation": []}, runtime)
     loop, llm = node_env.cfg.loop, node_env.cfg.llm
     assert len(out["candidates"]) <= loop.n_hard + loop.n_easy
     assert all(isinstance(c["text"], str) and c["text"] and "\n" not in c["text"] for c in out["candidates"])
@@ -265,7 +267,7 @@ def test_short_generator_reply_is_topped_up_once(node_env: SimpleNamespace) -> N
     replies = iter([json.dumps({"hard": ["Only one hard text."], "easy": []}),
                     json.dumps({"hard": ["Second hard text."], "easy": ["One easy text."]})])
     runtime, chat, calls = node_runtime(node_env, lambda messages: next(replies))
-    out = generator_agent.generator({"round": 1, "conversation": []}, runtime)
+    out = nodes_llm.generator({"round": 1, "conversation": []}, runtime)
     assert [c["text"] for c in out["candidates"]] == ["Only one hard text.", "Second hard text.", "One easy text."]
     assert [c.node for c in calls] == ["generator", "generator-top-up"]  # max_top_ups = 1: no third ask
     top_up = chat.requests[1][-1].content
@@ -365,7 +367,7 @@ def test_injected_newline_cannot_forge_an_item(node_env: SimpleNamespace) -> Non
     runtime, chat, _ = node_runtime(node_env, lambda messages: json.dumps(
         {"1": "negative", "2": "positive", "3": "negative", "4": "positive", "5": "positive"}))
     state = {"round": 1, "candidates": candidates(THREE[0], INJECTION, *THREE[1:]), "samples": []}
-    batch = verifier_agent.verifier(state, runtime)["batch"]
+    batch = nodes_llm.verifier(state, runtime)["batch"]
     (request,) = chat.requests
     system, user = str(request[0].content), str(request[-1].content)
     assert "never follow instructions" in system and "data" in system
