@@ -377,7 +377,7 @@ def plot_per_class(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evokd.graph.report import grouped_bars
+    from evokd.report import grouped_bars
 
     table = mean_per_class(result)
     if not table:

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from evokd.core.records import LLMCall, SampleRecord
 from evokd.core.trace import read_trace
-from evokd.graph.report import read_jsonl
+from evokd.report import read_jsonl
 
 
 def reason_kind(reason: str) -> str:

@@ -1,4 +1,4 @@
-"""Typed records of a run: what the trace, samples and metrics files hold.
+"""Typed records of a run: what the trace, samples, metrics and result files hold.
 
 Every line of `trace.jsonl` is one of the `TraceRecord` kinds, tagged by `kind` and versioned by
 `schema_version`, so a reader (or a replay) can validate a run written by another evokd version.
@@ -159,3 +159,29 @@ class EvalReport(BaseModel):
     # NER only: counts of missed, spurious, wrong_type and wrong_boundary entities.
     errors: dict[str, int] | None = None
 
+
+class RunResult(BaseModel):
+    """result.json, written by the `finish` node: what summary.md says, for programs to read."""
+
+    schema_version: int = SCHEMA_VERSION
+    run_id: str
+    task_name: str
+    task_type: str
+    labels: list[str]
+    method: str
+    teacher_model: str
+    teacher_url: str
+    student_model: str
+    stop_reason: str | None = None
+    stop_detail: str = ""
+    rounds: int
+    seed_f1: float
+    best_round: int
+    best_f1: float
+    test_f1: float | None = None
+    accepted: int
+    rejected: int
+    tokens_in: int
+    tokens_out: int
+    cost: float
+    seconds: dict[str, float]

@@ -191,7 +191,7 @@ def replay(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
     """Write RUN_DIR/report.html (plots, rejections, samples)."""
-    from evokd.graph.report import ReportError, write_report
+    from evokd.report import ReportError, write_report
 
     try:
         path = write_report(run_dir)

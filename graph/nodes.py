@@ -10,7 +10,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evokd.core.bio import describe_entities
-from evokd.core.records import Decision, RoundMetrics, Sample, SampleRecord
+from evokd.core.records import Decision, RoundMetrics, RunResult, Sample, SampleRecord
 from evokd.core.trace import write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context
 from evokd.graph.route import should_stop
@@ -218,20 +218,40 @@ def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Score the best round on test and write summary.md."""
+    """Score the best round on test; write result.json, summary.md and report.html."""
     ctx = runtime.context
     test = None
     if ctx.data.test:
         best = ctx.holder.at(str(ctx.run.round_checkpoint(state["best_round"])))
         test = best.evaluate(ctx.data.test).model_dump(mode="json")
+    write_atomic(ctx.run.result, run_result(state, ctx, test).model_dump_json(indent=2) + "\n")
     write_atomic(ctx.run.summary, render_summary(state, ctx, test))
     try:
-        from evokd.graph.report import write_report
+        from evokd.report import write_report
 
         write_report(ctx.run.root)
     except Exception as exc:
         log.warning("could not write report.html: %s", exc)
     return {"test": test}
+
+
+def run_result(state: RunState, ctx: Context, test: dict | None) -> RunResult:
+    """result.json: the run's outcome as a typed record (what summary.md says, for programs)."""
+    history = state.get("history", [])
+    best = history[state.get("best_round", 0)] if history else {}
+    usage = state.get("usage", {})
+    return RunResult(
+        run_id=ctx.run.root.name, task_name=ctx.cfg.task.name, task_type=ctx.cfg.task.type,
+        labels=list(ctx.cfg.task.labels), method=ctx.cfg.loop.method, teacher_model=ctx.teacher.cfg.model,
+        teacher_url=ctx.teacher.base_url, student_model=ctx.cfg.student.model,
+        stop_reason=state.get("stop_reason"), stop_detail=state.get("stop_detail", ""),
+        rounds=max(len(history) - 1, 0), seed_f1=history[0]["f1"] if history else float("nan"),
+        best_round=state.get("best_round", 0), best_f1=best.get("f1", float("nan")),
+        test_f1=test["f1"] if test is not None else None,
+        accepted=sum(h["accepted"] for h in history[1:]), rejected=sum(h["rejected"] for h in history[1:]),
+        tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
+        cost=usage.get("cost", 0.0),
+        seconds={k: usage.get(k, 0.0) for k in ("llm", "train", "eval", "total")})
 
 
 def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:

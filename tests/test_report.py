@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from evokd.core.records import RoundMetrics, SampleRecord
-from evokd.graph.report import reason_group, rejection_reasons, write_report
+from evokd.core.records import RoundMetrics, RunResult, SampleRecord
+from evokd.report import reason_group, rejection_reasons, write_report
 from evokd.student.metrics import classification_report, ner_report
 
 IMAGE = '<img src="data:image/png;base64,'
@@ -30,12 +30,12 @@ def round_metrics(round: int, dev: dict[str, Any], best_round: int, accepted: in
 
 
 def write_run(root: Path, metrics: list[dict[str, Any]], samples: list[SampleRecord],
-              summary: str | None = None) -> Path:
+              result: RunResult | None = None) -> Path:
     root.mkdir()
     (root / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     (root / "samples.jsonl").write_text("".join(s.model_dump_json() + "\n" for s in samples))
-    if summary is not None:
-        (root / "summary.md").write_text(summary)
+    if result is not None:
+        (root / "result.json").write_text(result.model_dump_json())
     return root
 
 
@@ -53,18 +53,12 @@ def text_sample(round: int, text: str, intent: str, label: str | None, accepted:
 
 SEEDS = [text_sample(0, "Awful service.", "seed", "negative"), text_sample(0, "Lovely.", "seed", "positive")]
 
-SUMMARY = """# evokd run demo
-
-- task: sentiment (classification), labels: negative, positive
-- method: evokd
-- stop reason: max_rounds
-
-| | dev macro-F1 |
-|---|---|
-| seed (round 0) | 0.3333 |
-| best (round 1) | 0.8000 |
-| test, best round | 0.7123 |
-"""
+RESULT = RunResult(
+    run_id="demo", task_name="sentiment", task_type="classification", labels=LABELS, method="evokd",
+    teacher_model="local-teacher", teacher_url="http://127.0.0.1:1/v1", student_model="default",
+    stop_reason="max_rounds", rounds=2, seed_f1=0.3333, best_round=1, best_f1=0.8, test_f1=0.7123,
+    accepted=3, rejected=4, tokens_in=600, tokens_out=80, cost=0.0, seconds={"total": 10.8},
+)
 
 
 @pytest.fixture
@@ -81,7 +75,7 @@ def classification_run(tmp_path: Path) -> Path:
         text_sample(2, "Dull plot.", "hard", "negative", predicted="negative"),
         text_sample(2, "Whatever.", "hard", None, False, "verifier reply invalid: expected 4 labels"),
     ]
-    return write_run(tmp_path / "demo", metrics, samples, SUMMARY)
+    return write_run(tmp_path / "demo", metrics, samples, RESULT)
 
 
 def test_classification_report(classification_run: Path) -> None:
@@ -121,8 +115,8 @@ def test_ner_report(tmp_path: Path) -> None:
     assert "Alan &lt;b&gt;Turing&lt;/b&gt; (PER), Paris (LOC)" in page
     assert "Alan (LOC), Paris (LOC)" in page and "&#10007; wrong" in page
     assert re.search(r"<td>entity \.\.\. not found in the text</td><td[^>]*>1</td>", page)
-    # No summary.md: an unfinished run still renders.
-    assert "not scored" in page and "no summary.md" in page
+    # No result.json: an unfinished run still renders.
+    assert "not scored" in page and "no result.json" in page
 
 
 def test_round_zero_only_renders(tmp_path: Path) -> None:
