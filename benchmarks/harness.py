@@ -24,9 +24,9 @@ the rest); the run folders go to runs/bench/<dataset>-<profile>/.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
-import math
-import statistics
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,7 +34,23 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
+
+
+def _sibling(name: str) -> Any:
+    """benchmarks/<name>.py: benchmarks are scripts, not a package, and this module is itself loaded
+    by path (evokd bench, the tests), so its siblings are loaded the same way."""
+    module_name = f"evokd_bench_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
+
+
+tables = _sibling("tables")
+EVOKD, summarise, plot, plot_per_class = tables.EVOKD, tables.summarise, tables.plot, tables.plot_per_class
+render_markdown, print_table = tables.render_markdown, tables.print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -59,7 +75,6 @@ METHODS: dict[str, list[str] | None] = {
 MAIN = ["no-aug", "static", "augment", "evokd", "evokd+metrics", "llm2llm", "full"]
 ABLATIONS = ["evokd-no-easy", "evokd-no-correct", "evokd-no-review", "evokd-no-verifier"]
 CLASSIFICATION_ONLY = {"static", "augment", "llm2llm"}
-EVOKD = ["evokd", "evokd+metrics"]  # the methods compared with static and full
 
 
 class BenchError(Exception):
@@ -221,201 +236,6 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     }
 
 
-def stats(values: list[float | None]) -> dict[str, Any] | None:
-    """Mean, sample standard deviation and count of the values that exist."""
-    xs = [v for v in values if v is not None and not math.isnan(v)]
-    if not xs:
-        return None
-    return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
-
-
-def best_within(curve: list[list[float]], tokens: float) -> float:
-    """The best dev F1 a run had reached once it had spent at most `tokens` teacher tokens."""
-    return max(f1 for spent, f1 in curve if spent <= tokens)
-
-
-def headline(run: dict[str, Any]) -> float | None:
-    """The F1 a method is reported by: test F1 of the best dev round, else that best dev F1."""
-    return run["test_f1"] if run.get("test_f1") is not None else run.get("dev_f1")
-
-
-def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per method mean ± std, and the comparisons the paper reports (paired by seed)."""
-    ok = [r for r in runs if r.get("error") is None]
-    by = {m: {r["seed"]: r for r in ok if r["method"] == m} for m in methods}
-    summary: dict[str, Any] = {}
-    for method in methods:
-        rs = list(by[method].values())
-        gains = [(r["dev_f1"] - r["seed_f1"]) / r["tokens"] * 1000 for r in rs if r["tokens"]]
-        summary[method] = {"f1": stats([headline(r) for r in rs]), "test_f1": stats([r["test_f1"] for r in rs]),
-                           "dev_f1": stats([r["dev_f1"] for r in rs]), "seed_f1": stats([r["seed_f1"] for r in rs]),
-                           "tokens": stats([r["tokens"] for r in rs]), "rounds": stats([r["rounds"] for r in rs]),
-                           "gain_per_1k_tokens": stats(gains)}
-    comparisons: dict[str, Any] = {}
-    for method in (m for m in EVOKD if by.get(m)):
-        own, static, full = by[method], by.get("static", {}), by.get("full", {})
-        paired = [s for s in own if s in static]
-        comparisons[method] = {
-            "minus_static": stats([headline(own[s]) - headline(static[s]) for s in paired]),
-            # Best dev F1 of each within the tokens both had spent (the smaller of the two totals).
-            "minus_static_at_equal_tokens": stats([
-                best_within(own[s]["curve"], t) - best_within(static[s]["curve"], t)
-                for s in paired for t in [min(own[s]["tokens"], static[s]["tokens"])]]),
-            "over_full": stats([headline(own[s]) / headline(full[s]) for s in own if s in full and headline(full[s])]),
-        }
-    return summary, comparisons
-
-
-def fmt(stat: dict[str, Any] | None, digits: int = 4, sign: bool = False) -> str:
-    if stat is None:
-        return "–"
-    mean = f"{stat['mean']:+.{digits}f}" if sign else f"{stat['mean']:.{digits}f}"
-    return mean if stat["n"] < 2 else f"{mean} ± {stat['std']:.{digits}f}"
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    summary, comparisons = result["summary"], result["comparisons"]
-    f1_name = "test F1" if result["has_test"] else "dev F1"
-    lines = [
-        f"# Benchmark: {result['dataset']} ({result['profile']} profile)",
-        "",
-        f"- task: {result['task']}; metric: {result['metric']}; seeds: {len(result['seeds'])} "
-        f"(sampling.seed {', '.join(str(s['sampling']) for s in result['seeds'])})",
-        f"- teacher: {result['teacher']}; student: {result['student']}",
-        f"- teacher-token budget per generating run: {result['settings']['max_tokens']}; "
-        f"dev_limit {result['settings']['dev_limit']}, test_limit {result['settings']['test_limit']}; "
-        f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
-        f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
-        f"- F1: {f1_name} of the best dev round; dev F1: the best round's; gain: (best dev F1 − seed dev F1) "
-        "per 1k teacher tokens; mean ± std over seeds",
-        "",
-        f"| method | {f1_name} | dev F1 (best round) | teacher tokens | F1 gain / 1k tokens | rounds |",
-        "|---|---|---|---|---|---|",
-    ]
-    for method in result["methods"]:
-        s = summary[method]
-        lines.append(f"| {method} | {fmt(s['f1'])} | {fmt(s['dev_f1'])} | {fmt(s['tokens'], 0)} | "
-                     f"{fmt(s['gain_per_1k_tokens'], 4, sign=True)} | {fmt(s['rounds'], 1)} |")
-    if comparisons:
-        lines += ["", "| | EvoKD − static (same budget) | EvoKD − static, best dev F1 at equal tokens | EvoKD / full |",
-                  "|---|---|---|---|"]
-        for method, c in comparisons.items():
-            lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
-                         f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
-    notes = [f"- {method}: not run ({reason})" for method, reason in result["skipped"].items()]
-    notes += [f"- {r['method']} seed {r['seed']} failed: {r['error']}" for r in result["runs"] if r.get("error")]
-    lines += ["", *notes] if notes else []
-    table = mean_per_class(result)
-    if table:
-        labels = sorted({label for scores in table.values() for label in scores})
-        split = "test" if result["has_test"] else "dev"
-        lines += ["", f"Per-{'class' if result['task'] == 'classification' else 'type'} {split} F1 of the best round "
-                  "(mean over seeds):", "", "| method | " + " | ".join(labels) + " |",
-                  "|---|" + "---|" * len(labels)]
-        lines += [f"| {method} | " + " | ".join(f"{scores.get(label, 0.0):.3f}" for label in labels) + " |"
-                  for method, scores in table.items()]
-    lines += ["", f"![dev F1 against teacher tokens]({result['plot']})", ""]
-    if table:
-        lines += [f"![per-class F1]({result['per_class_plot']})", ""]
-    return "\n".join(lines)
-
-
-def mean_curve(curves: list[list[list[float]]], grid: list[float]) -> list[float]:
-    """Each run's dev F1 at each grid point (its latest round finished within those tokens), averaged."""
-    return [statistics.fmean(max((c for c in curve if c[0] <= x), key=lambda c: c[0])[1] for curve in curves)
-            for x in grid]
-
-
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [r for r in result["runs"] if r.get("error") is None]
-    top = max([r["tokens"] for r in runs] + [1])
-    grid = [top * i / 100 for i in range(101)]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in result["methods"]:
-        mine = [r for r in runs if r["method"] == method]
-        if not mine:
-            continue
-        if METHODS[method] is None:  # no teacher tokens: a level
-            level = statistics.fmean(r["dev_f1"] for r in mine)
-            ax.axhline(level, linestyle="--" if method == "full" else ":", color="grey" if method == "full" else "k",
-                       linewidth=1, label=f"{method} ({level:.3f})")
-            continue
-        ax.plot(grid, mean_curve([r["curve"] for r in mine], grid), drawstyle="steps-post", label=method)
-    ax.set_xlabel("teacher tokens (cumulative)")
-    ax.set_ylabel(f"dev {result['metric']}")
-    n = len(result["seeds"])
-    ax.set_title(f"{result['dataset']} ({result['profile']}): dev F1 against teacher tokens, "
-                 f"mean of {n} seed{'s' if n != 1 else ''}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def mean_per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Method -> label -> F1 averaged over seeds, for the runs that recorded per-class scores."""
-    out: dict[str, dict[str, float]] = {}
-    for method in result["methods"]:
-        scores = [r["per_class"] for r in result["runs"]
-                  if r["method"] == method and r.get("error") is None and r.get("per_class")]
-        if scores:
-            out[method] = {label: statistics.fmean(s.get(label, 0.0) for s in scores) for label in scores[0]}
-    return out
-
-
-def plot_per_class(result: dict[str, Any], path: Path) -> None:
-    """Grouped bars: per-class (per-type for NER) F1 of each method's best round."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from evokd.report import grouped_bars
-
-    table = mean_per_class(result)
-    if not table:
-        return
-    labels = sorted({label for scores in table.values() for label in scores})
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * len(labels) * len(table) / 3), 4.5))
-    grouped_bars(ax, labels, [(method, [scores.get(label, 0.0) for label in labels])
-                              for method, scores in table.items()])
-    split = "test" if result["has_test"] else "dev"
-    ax.set_ylabel(f"{split} F1")
-    ax.set_ylim(0, 1)
-    unit = "class" if result["task"] == "classification" else "type"
-    ax.set_title(f"{result['dataset']} ({result['profile']}): per-{unit} {split} F1 of the best round, "
-                 f"mean of {len(result['seeds'])} seed(s)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def print_table(result: dict[str, Any], console: Console) -> None:
-    table = Table(title=f"{result['dataset']} ({result['profile']}), {len(result['seeds'])} seed(s)")
-    for col in ("method", "test F1" if result["has_test"] else "dev F1", "dev F1 (best)", "tokens", "gain/1k tok",
-                "rounds"):
-        table.add_column(col, justify="right" if col != "method" else "left")
-    for method in result["methods"]:
-        s = result["summary"][method]
-        table.add_row(method, fmt(s["f1"]), fmt(s["dev_f1"]), fmt(s["tokens"], 0),
-                      fmt(s["gain_per_1k_tokens"], 4, sign=True), fmt(s["rounds"], 1))
-    console.print(table)
-    for method, c in result["comparisons"].items():
-        console.print(f"{method} − static: {fmt(c['minus_static'], sign=True)} "
-                      f"(best dev F1 at equal tokens {fmt(c['minus_static_at_equal_tokens'], sign=True)}); "
-                      f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)
-
-
 def resolve_methods(methods: list[str] | None, profile: str, task_type: str) -> tuple[list[str], dict[str, str]]:
     chosen = list(methods or PROFILES[profile].methods)
     unknown = [m for m in chosen if m not in METHODS]
@@ -496,7 +316,7 @@ def run_benchmark(
                   "minutes": earlier_minutes + (time.time() - started) / 60, "complete": final,
                   "summary": summary, "comparisons": comparisons, "runs": runs}
         write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
-        plot(result, out_dir / f"{stem}.png")
+        plot(result, out_dir / f"{stem}.png", {m for m, extra in METHODS.items() if extra is None})
         plot_per_class(result, out_dir / f"{stem}-per-class.png")
         write_atomic(out_dir / f"{stem}.md", render_markdown(result))
         return result
