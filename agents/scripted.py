@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -10,11 +11,23 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import PrivateAttr
 
-Script = Callable[[list[BaseMessage]], "str | Exception"]
+Script = Callable[..., "str | Exception"]
+
+
+def schema_name(response_format: dict[str, Any] | None) -> str | None:
+    """The name of the reply schema a request asks for (e.g. "AnalystReply"), from its
+    `response_format` body field; None when it asks for no schema (`llm.structured` json_object or none)."""
+    if not response_format:
+        return None
+    if "json_schema" in response_format:
+        return response_format["json_schema"].get("name")
+    return (response_format.get("schema") or {}).get("title")
 
 
 class ScriptedChatModel(BaseChatModel):
-    """Answers each request with `script(messages)`; an Exception returned is raised instead.
+    """Answers each request with `script(messages)`, or `script(messages, schema=NAME)` when the
+    script takes a `schema` argument (NAME: the reply schema the call asks for, see `schema_name`);
+    an Exception returned is raised instead.
 
     Token usage is the word count of the request and the reply, so budgets can be tested."""
 
@@ -32,7 +45,11 @@ class ScriptedChatModel(BaseChatModel):
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: Any = None, **kwargs: Any) -> ChatResult:
         self._requests.append(messages)
-        reply = self.script(messages)
+        if _takes_schema(self.script):
+            fmt = (kwargs.get("extra_body") or {}).get("response_format")
+            reply = self.script(messages, schema=schema_name(fmt))
+        else:
+            reply = self.script(messages)
         if isinstance(reply, Exception):
             raise reply
         tokens_in = sum(len(str(m.content).split()) for m in messages)
@@ -40,6 +57,13 @@ class ScriptedChatModel(BaseChatModel):
         message = AIMessage(content=reply, usage_metadata={
             "input_tokens": tokens_in, "output_tokens": tokens_out, "total_tokens": tokens_in + tokens_out})
         return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _takes_schema(script: Any) -> bool:
+    try:
+        return "schema" in inspect.signature(script).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def from_list(replies: list[str | Exception]) -> Script:

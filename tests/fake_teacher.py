@@ -19,6 +19,8 @@ from types import SimpleNamespace
 
 from teachers import SentimentTeacher
 
+from evokd.agents.scripted import schema_name
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -59,7 +61,7 @@ def main() -> None:
                     return
                 time.sleep(args.delay)
                 messages = [SimpleNamespace(content=m["content"]) for m in body["messages"]]
-                reply = teacher(messages)
+                reply = teacher(messages, schema=schema_name(body.get("response_format")))
             tokens_in = sum(len(m["content"].split()) for m in body["messages"])
             self._send(200, {
                 "id": f"chatcmpl-{served['n']}", "object": "chat.completion", "created": int(time.time()),

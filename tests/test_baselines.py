@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SentimentTeacher, write_config
-from test_ner_graph import GAZETTEER, NerTeacher, ner_config
+from teachers import GAZETTEER, NerTeacher, ScriptedTeacher
+from test_ner_graph import ner_config
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import ConfigError, load_config
@@ -34,15 +35,14 @@ def calls_of(run) -> list[LLMCall]:
     return [r for r in read_trace(run.trace) if isinstance(r, LLMCall)]
 
 
-class StaticTeacher:
+class StaticTeacher(ScriptedTeacher):
     """Per label: a fresh text, a text equal to a dev text, then (later rounds) a repeat."""
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, int]] = []
 
-    def __call__(self, messages: list) -> str:
+    def texts_reply(self, messages: list) -> str:
         last = str(messages[-1].content)
-        assert "whose label is" in last, last[:200]
         label = re.search(r'whose label is "(\w+)"', last).group(1)
         n = int(re.search(r"Write (\d+) new", last).group(1))
         self.asked.append((label, n))
@@ -88,15 +88,14 @@ def test_static_writes_per_label_without_feedback(tmp_path: Path, tiny_model_dir
     assert [d.round for d in diffs] == [0, 1, 2] and all(d.same for d in diffs)
 
 
-class AugmentTeacher:
+class AugmentTeacher(ScriptedTeacher):
     """Returns a paraphrase and a verbatim copy of the seed example it is shown."""
 
     def __init__(self) -> None:
         self.shown: list[tuple[str, str, int]] = []
 
-    def __call__(self, messages: list) -> str:
+    def texts_reply(self, messages: list) -> str:
         last = str(messages[-1].content)
-        assert "Rephrase it into" in last, last[:200]
         text = re.search(r'Text: "(.*)"', last).group(1)
         label = re.search(r"Label: (\w+)", last).group(1)
         n = int(re.search(r"Rephrase it into (\d+)", last).group(1))
@@ -131,19 +130,18 @@ def test_augment_paraphrases_the_seed_set(tmp_path: Path, tiny_model_dir: Path) 
 class SelfLabellingTeacher(SentimentTeacher):
     """The Generator writes labelled texts; one has a label outside the set."""
 
-    def __call__(self, messages: list) -> str:
-        last = str(messages[-1].content)
-        if "give each sentence its correct label" in last:
-            assert "summary" in str(messages[-2].content), "the Generator speaks in the Analyst's conversation"
-            r = self.round
-            return json.dumps({
-                "hard": [{"text": f"Not a good film {r}.", "label": "negative"},
-                         {"text": f"Meh, round {r}.", "label": "neutral"}],
-                "easy": [{"text": f"A great delight {r}.", "label": "Positive"},
-                         {"text": DEV_TEXT, "label": "positive"}],
-            })
-        assert "Label each one" not in last, "no separate Verifier"
-        return super().__call__(messages)
+    def labelled_generator_reply(self, messages: list) -> str:
+        assert "summary" in str(messages[-2].content), "the Generator speaks in the Analyst's conversation"
+        r = self.round
+        return json.dumps({
+            "hard": [{"text": f"Not a good film {r}.", "label": "negative"},
+                     {"text": f"Meh, round {r}.", "label": "neutral"}],
+            "easy": [{"text": f"A great delight {r}.", "label": "Positive"},
+                     {"text": DEV_TEXT, "label": "positive"}],
+        })
+
+    def verifier_reply(self, messages: list) -> str:
+        raise AssertionError("no separate Verifier")
 
 
 def test_without_separate_verifier(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -163,17 +161,16 @@ def test_without_separate_verifier(tmp_path: Path, tiny_model_dir: Path) -> None
 
 
 class NerSelfLabellingTeacher(NerTeacher):
-    def __call__(self, messages: list) -> str:
-        last = str(messages[-1].content)
-        if "List each sentence's entities" in last:
-            def item(text: str) -> dict:
-                return {"text": text, "entities": [{"text": k, "type": v} for k, v in GAZETTEER.items() if k in text]}
-            return json.dumps({"hard": [item("Nordic Bank opened in Oslo ."),
-                                        {"text": "Ghost Corp hired Tom Reed .",
-                                         "entities": [{"text": "Ghost Corporation", "type": "ORG"}]}],
-                               "easy": [item("Tom Reed won at the Olympics .")]})
-        assert "Find the named entities" not in last, "no separate Verifier"
-        return super().__call__(messages)
+    def labelled_generator_reply(self, messages: list) -> str:
+        def item(text: str) -> dict:
+            return {"text": text, "entities": [{"text": k, "type": v} for k, v in GAZETTEER.items() if k in text]}
+        return json.dumps({"hard": [item("Nordic Bank opened in Oslo ."),
+                                    {"text": "Ghost Corp hired Tom Reed .",
+                                     "entities": [{"text": "Ghost Corporation", "type": "ORG"}]}],
+                           "easy": [item("Tom Reed won at the Olympics .")]})
+
+    def ner_verifier_reply(self, messages: list) -> str:
+        raise AssertionError("no separate Verifier")
 
 
 def test_without_separate_verifier_ner(tmp_path: Path, tiny_model_dir: Path) -> None:

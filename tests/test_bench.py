@@ -33,18 +33,17 @@ class BenchTeacher(SentimentTeacher):
         super().__init__()
         self.methods_seen: set[str] = set()
 
-    def __call__(self, messages: list) -> str:
-        last = str(messages[-1].content)
-        if "whose label is" in last:
-            self.methods_seen.add("static")
-            label = re.search(r'whose label is "(\w+)"', last).group(1)
-            return json.dumps({"texts": [f"Plainly {label} review one.", f"Plainly {label} review two."]})
-        if "It got this example wrong" in last:
-            self.methods_seen.add("llm2llm")
-            label = re.search(r"Label: (\w+)", last).group(1)
-            return json.dumps({"examples": [{"text": f"A fresh {label} example about trains.", "label": label}]})
-        self.methods_seen.add("evokd")
-        return super().__call__(messages)
+    def __call__(self, messages: list, schema: str | None = None) -> str | Exception:
+        self.methods_seen.add({"TextsReply": "static", "AugmenterReply": "llm2llm"}.get(schema or "", "evokd"))
+        return super().__call__(messages, schema)
+
+    def texts_reply(self, messages: list) -> str:
+        label = re.search(r'whose label is "(\w+)"', str(messages[-1].content)).group(1)
+        return json.dumps({"texts": [f"Plainly {label} review one.", f"Plainly {label} review two."]})
+
+    def augmenter_reply(self, messages: list) -> str:
+        label = re.search(r"Label: (\w+)", str(messages[-1].content)).group(1)
+        return json.dumps({"examples": [{"text": f"A fresh {label} example about trains.", "label": label}]})
 
 
 def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:

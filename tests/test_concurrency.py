@@ -23,16 +23,14 @@ class SlowVerifier(SentimentTeacher):
         self.peak = 0
         self.lock = threading.Lock()
 
-    def __call__(self, messages: list) -> str:
-        if "Label each one" not in str(messages[-1].content):
-            return super().__call__(messages)
+    def verifier_reply(self, messages: list) -> str:
         with self.lock:
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)
         time.sleep(0.3)
         try:
             with self.lock:
-                return super().__call__(messages)
+                return super().verifier_reply(messages)
         finally:
             with self.lock:
                 self.in_flight -= 1

@@ -91,7 +91,7 @@ def test_rejections_have_reasons(tmp_path: Path, tiny_model_dir: Path) -> None:
     dev_text = (Path(__file__).parents[1] / "examples/sentiment/data/dev.csv").read_text().splitlines()[1]
     dev_text = dev_text.rsplit(",", 1)[0].strip('"')
     # The same reply every round: in round 2 the texts accepted in round 1 are duplicates.
-    teacher.generator_reply = json.dumps({
+    teacher.generator_reply_text = json.dumps({
         "hard": ["A fine movie with a twist.", "", "x" * 1000],
         "easy": [dev_text, "A fine movie with a twist!", "Boring."],
     })

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_config
+from teachers import ScriptedTeacher
 
 from evokd.agents.augmenter import near_duplicate, rouge_l
 from evokd.agents.scripted import ScriptedChatModel
@@ -21,15 +22,14 @@ FRESH = ["quiet lakeside cabin with creaky floors", "bustling market stall selli
          "podcast episode about forgotten inventors", "hand-knitted scarf in mustard yellow"]
 
 
-class Llm2llmTeacher:
+class Llm2llmTeacher(ScriptedTeacher):
     """Writes a near-copy and a fresh example for every wrong seed example it is shown."""
 
     def __init__(self) -> None:
         self.shown: list[str] = []
 
-    def __call__(self, messages: list) -> str:
+    def augmenter_reply(self, messages: list) -> str:
         last = str(messages[-1].content)
-        assert "It got this example wrong" in last, last[:200]
         text = re.search(r'Text: "(.*)"', last).group(1)
         label = re.search(r"Label: (\w+)", last).group(1)
         self.shown.append(text)

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from conftest import ROOT
+from teachers import NerTeacher
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
 from evokd.core.records import LLMCall
 from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
-
-GAZETTEER = {"Maria Lopez": "PER", "Oslo": "LOC", "Nordic Bank": "ORG", "Olympics": "MISC", "Tom Reed": "PER"}
-
-
-class NerTeacher:
-    def __init__(self) -> None:
-        self.round = 0
-
-    def __call__(self, messages: list) -> str:
-        last = str(messages[-1].content)
-        if "summarize the patterns" in last:
-            self.round += 1
-            return json.dumps({"summary": "misses organisations named after places"})
-        if "Based on your summary" in last:
-            r = self.round
-            return json.dumps({
-                "hard": [f"Nordic Bank opened in Oslo on day {r} .", f"Maria Lopez and Ghost Corp met {r} times ."],
-                "easy": [f"Tom Reed won at the Olympics in year {r} ."],
-            })
-        if "Find the named entities" in last:
-            texts = [t for _, t in re.findall(r"^(\d+)\. (.*)$", last, re.M)]
-            sentences = {}
-            for t in texts:
-                entities = [{"text": name, "type": kind} for name, kind in GAZETTEER.items() if name in t]
-                if "Ghost Corp" in t:
-                    entities.append({"text": "Ghost Corporation", "type": "ORG"})  # not in the text
-                sentences[str(len(sentences) + 1)] = entities
-            return json.dumps(sentences)
-        raise AssertionError(last[:200])
 
 
 def ner_config(tmp_path: Path, model_dir: Path) -> Path:

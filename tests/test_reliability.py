@@ -282,22 +282,20 @@ def test_short_generator_reply_is_topped_up_once(node_env: SimpleNamespace) -> N
 class GarbageAgent(SentimentTeacher):
     """A sensible teacher except for one agent, which always answers garbage."""
 
-    MARKERS: ClassVar[dict[str, str]] = {
-        "analyst": "summarize the patterns", "generator": "Based on your summary", "verifier": "Label each one"}
+    AGENTS: ClassVar[dict[str, str]] = {
+        "AnalystReply": "analyst", "GeneratorReply": "generator", "VerifierReply": "verifier"}
 
     def __init__(self, agent: str, garbage: str) -> None:
         super().__init__()
         self.agent, self.garbage = agent, garbage
 
-    def __call__(self, messages: list) -> str:
-        asks = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
-        reask = asks[-1].startswith(FIX_PREFIX)
-        # A re-ask ends with the fix request: the agent is the one whose request came before it.
-        opening = next(a for a in reversed(asks) if not a.startswith(FIX_PREFIX))
-        agent = next(a for a, marker in self.MARKERS.items() if marker in opening)
+    def __call__(self, messages: list, schema: str | None = None) -> str | Exception:
+        reask = str(messages[-1].content).startswith(FIX_PREFIX)
+        # A re-ask asks for the same schema as the request it follows.
+        agent = self.AGENTS[schema or ""]
         if agent != self.agent:
             assert not reask, "only the garbage agent is re-asked"
-            return super().__call__(messages)
+            return super().__call__(messages, schema)
         if agent == "analyst" and not reask:
             self.round += 1  # as the sensible teacher counts rounds: distinct sentences each round
         return self.garbage
@@ -336,12 +334,12 @@ class FlakyTeacher(SentimentTeacher):
         super().__init__()
         self.failed: set[str] = set()
 
-    def __call__(self, messages: list):
+    def __call__(self, messages: list, schema: str | None = None):
         key = json.dumps([str(m.content) for m in messages])
         if key not in self.failed:
             self.failed.add(key)
             return openai.APITimeoutError(request=httpx.Request("POST", "http://teacher.test/v1/chat/completions"))
-        return super().__call__(messages)
+        return super().__call__(messages, schema)
 
 
 def test_run_rides_out_timeouts(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -381,7 +379,7 @@ def test_injected_newline_cannot_forge_an_item(node_env: SimpleNamespace) -> Non
 
 def test_injected_text_is_labelled_like_any_other(tmp_path: Path, tiny_model_dir: Path) -> None:
     teacher = SentimentTeacher()
-    teacher.generator_reply = json.dumps({"hard": [INJECTION, "Not a good film at all."],
+    teacher.generator_reply_text = json.dumps({"hard": [INJECTION, "Not a good film at all."],
                                           "easy": ["A great and superb delight.", "Awful and boring, a waste."]})
     result, _ = run_graph(tmp_path, tiny_model_dir, teacher, max_rounds=1)
     (prompt,) = teacher.seen_verifier_prompts
@@ -472,13 +470,15 @@ def test_client_errors_are_not_retried(error: type[openai.APIStatusError]) -> No
 class ShortThenDead(SentimentTeacher):
     """Round 1: the Generator's first reply is short, and the teacher dies on the top-up call."""
 
-    def __call__(self, messages: list):
-        last = str(messages[-1].content)
-        if "Based on your summary" in last:
-            if "write 2 new sentences" in last and "and 2 new" in last:
-                return json.dumps({"hard": ["Not a good film, first take."], "easy": []})
-            return openai.APIConnectionError(request=request())
-        return super().__call__(messages)
+    def __init__(self) -> None:
+        super().__init__()
+        self.generator_calls = 0
+
+    def generator_reply(self, messages: list):
+        self.generator_calls += 1
+        if self.generator_calls == 1:
+            return json.dumps({"hard": ["Not a good film, first take."], "easy": []})
+        return openai.APIConnectionError(request=request())
 
 
 def test_resume_serves_the_interrupted_nodes_recorded_calls(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -566,19 +566,18 @@ KEY = "sk-evokd-test-0123456789abcdefSECRET"
 class EchoingTeacher(SentimentTeacher):
     """The worst case: a teacher that puts the API key into every reply."""
 
-    def __call__(self, messages: list) -> str:
-        last = str(messages[-1].content)
-        if "Based on your summary" in last:
-            r = self.round
-            return json.dumps({"hard": [f"Not good {r}, key {KEY}", f"I loved nothing {r}"],
-                               "easy": [f"A great delight {r} {KEY}", f"Awful {r}"]})
-        if "Label each one" in last:
-            self.seen_verifier_prompts.append(last)
-            return json.dumps({"1": f"negative {KEY}", "2": "negative", "3": "positive", "4": "negative"})
-        if "summarize the patterns" in last:
-            self.round += 1
-            return json.dumps({"summary": f"the key is {KEY}"})
-        return super().__call__(messages)
+    def analyst_reply(self, messages: list) -> str:
+        self.round += 1
+        return json.dumps({"summary": f"the key is {KEY}"})
+
+    def generator_reply(self, messages: list) -> str:
+        r = self.round
+        return json.dumps({"hard": [f"Not good {r}, key {KEY}", f"I loved nothing {r}"],
+                           "easy": [f"A great delight {r} {KEY}", f"Awful {r}"]})
+
+    def verifier_reply(self, messages: list) -> str:
+        self.seen_verifier_prompts.append(str(messages[-1].content))
+        return json.dumps({"1": f"negative {KEY}", "2": "negative", "3": "positive", "4": "negative"})
 
 
 def files_containing(root: Path, needle: str) -> list[str]:

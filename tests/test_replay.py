@@ -56,11 +56,11 @@ def test_fork_shares_rounds_before_n_and_differs_after(original, tmp_path: Path,
     (prompts / "analyst.user.j2").write_text(packaged.read_text() + "\nFocus on sarcasm.")
 
     class SarcasmTeacher(SentimentTeacher):
-        def __call__(self, messages: list) -> str:
-            if "Based on your summary" in str(messages[-1].content) and "sarcasm" in str(messages[1].content):
+        def generator_reply(self, messages: list) -> str:
+            if "sarcasm" in str(messages[1].content):  # the fork's changed Analyst prompt
                 return json.dumps({"hard": ["Oh great, another superb delay.", "Wonderful, it broke again."],
                                    "easy": ["Truly a great delight.", "Awful, dull and slow."]})
-            return super().__call__(messages)
+            return super().generator_reply(messages)
 
     teacher = SarcasmTeacher()
     teacher.round = 1  # the fork's live part starts at round 2

@@ -13,7 +13,7 @@ from conftest import SentimentTeacher, write_config
 from evokd.agents.llm import TeacherUnreachable
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
-from evokd.core.records import NodeTurn
+from evokd.core.records import LLMCall, NodeTurn, RunHeader
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
@@ -22,17 +22,16 @@ from evokd.graph.runner import execute
 class DiesInRound(SentimentTeacher):
     """Becomes unreachable at the given round's given agent."""
 
-    def __init__(self, round: int, marker: str) -> None:
+    def __init__(self, round: int, schema: str) -> None:
         super().__init__()
-        self.die_round, self.marker, self.dead = round, marker, False
+        self.die_round, self.die_schema, self.dead = round, schema, False
 
-    def __call__(self, messages: list):
-        last = str(messages[-1].content)
-        upcoming = self.round + (1 if "summarize the patterns" in last else 0)
-        if self.dead or (upcoming == self.die_round and self.marker in last):
+    def __call__(self, messages: list, schema: str | None = None):
+        upcoming = self.round + (1 if schema == "AnalystReply" else 0)
+        if self.dead or (upcoming == self.die_round and schema == self.die_schema):
             self.dead = True
             return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
-        return super().__call__(messages)
+        return super().__call__(messages, schema)
 
 
 def trainer_rounds(run: RunFolder) -> list[int]:
@@ -40,11 +39,11 @@ def trainer_rounds(run: RunFolder) -> list[int]:
             and r.error is None]
 
 
-@pytest.mark.parametrize("marker", ["summarize the patterns", "Label each one"])
-def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, marker: str) -> None:
+@pytest.mark.parametrize("schema", ["AnalystReply", "VerifierReply"])
+def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, schema: str) -> None:
     cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=3), ["llm.max_retries=2"])
     run = RunFolder.create(cfg.runs_dir, cfg.name)
-    dying = DiesInRound(round=2, marker=marker)
+    dying = DiesInRound(round=2, schema=schema)
     with pytest.raises(TeacherUnreachable, match="teacher unreachable at scripted"):
         execute(cfg, run=run, chat_model=ScriptedChatModel(script=dying))
     assert trainer_rounds(run) == [1]
@@ -64,7 +63,9 @@ def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, marker:
     assert sorted({s["round"] for s in samples}) == [0, 1, 2, 3]
     assert len({(s["round"], s["text"]) for s in samples}) == len(samples)  # nothing duplicated
     # LangGraph resumes at the node that failed: the nodes before it in round 2 are not run again.
-    assert marker in str(chat.requests[0][-1].content)
+    trace = [r for r in read_trace(run.trace) if isinstance(r, LLMCall | RunHeader)]
+    resumed_at = max(i for i, r in enumerate(trace) if isinstance(r, RunHeader))
+    assert trace[resumed_at + 1].schema_name == schema
 
 
 def test_resume_of_finished_run_is_a_no_op(tmp_path: Path, tiny_model_dir: Path) -> None:
@@ -83,12 +84,12 @@ class DiesAtSecondLabel(SentimentTeacher):
         super().__init__()
         self.labelled = 0
 
-    def __call__(self, messages: list):
-        if "Label each one" in str(messages[-1].content):
+    def __call__(self, messages: list, schema: str | None = None):
+        if schema == "VerifierReply":
             self.labelled += 1
             if self.labelled > 1:
                 return openai.APIConnectionError(request=httpx.Request("POST", "http://127.0.0.1:9/v1"))
-        return super().__call__(messages)
+        return super().__call__(messages, schema)
 
 
 def test_calls_paid_before_a_crash_count_once(tmp_path: Path, tiny_model_dir: Path) -> None:
