@@ -35,9 +35,11 @@ class Answer(Generic[T]):
 
 
 def ask(teacher: Teacher, messages: list[Message], schema: type[T], *, round: int, node: str,
-        template: Template, temperature: float | None = None, log_as: str | None = None) -> Answer[T]:
+        template: Template, temperature: float | None = None, log_as: str | None = None,
+        warn: bool = True) -> Answer[T]:
     """Ask the teacher; a spent budget or a reply that never validates becomes an empty answer
-    (the failed attempts are in the trace and logged), so the round winds down instead of failing."""
+    (the failed attempts are in the trace, and logged unless `warn` is false), so the round winds
+    down instead of failing."""
     try:
         reply, conversation, calls = teacher.ask(messages, schema, round=round, node=node,
                                                  prompt_file=template.name, prompt_sha256=template.sha256,
@@ -45,7 +47,8 @@ def ask(teacher: Teacher, messages: list[Message], schema: type[T], *, round: in
     except BudgetExhausted:
         return Answer(None, list(messages), budget_spent=True)
     except StructuredOutputError as exc:
-        log.warning("%s, round %d: %s", log_as or node, round, exc)
+        if warn:
+            log.warning("%s, round %d: %s", log_as or node, round, exc)
         return Answer(None, list(messages), exc.calls, error=exc)
     return Answer(reply, conversation, calls)
 

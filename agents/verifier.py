@@ -87,8 +87,9 @@ def annotate_batch(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts
     messages, template = prompts.messages("verifier", **task_variables(task),
                                           texts=[" ".join(t.split()) for t in texts])
     schema = reply_schema(task.type, task.labels, len(texts))
+    # No warning: the batch's texts carry the reason ("verifier reply invalid: ...").
     answer = ask(teacher, messages, schema, round=round, node="verifier", template=template,
-                 temperature=temperature)
+                 temperature=temperature, warn=False)
     if answer.reply is None:
         return None, answer
     values = [getattr(answer.reply, f"t{i}") for i in range(1, len(texts) + 1)]
