@@ -1,4 +1,6 @@
-"""Analyst: reads what the student got right and wrong and says what it is weak at."""
+"""Analyst: reads what the student got right and wrong and says what it is weak at.
+
+`analyse` is the paper's Analyst (evokd-paper); `diagnose` the default loop's (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -37,3 +39,17 @@ def analyse(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: in
     messages, template = prompts.messages("analyst", **task_variables(task), round=round,
                                           correct=correct, incorrect=incorrect, metrics=metrics)
     return ask(teacher, messages, AnalystReply, round=round, node="analyst", template=template)
+
+
+class DiagnosisReply(BaseModel):
+    weaknesses: list[str] = Field(default_factory=list, description="at most 3 kinds of text the model gets wrong",
+                                  json_schema_extra={"maxItems": 3})
+
+
+def diagnose(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, errors: list[dict[str, Any]],
+             n_seen: int, metrics: dict[str, Any] | None) -> Answer[DiagnosisReply]:
+    """The default loop's Analyst: at most three weaknesses, read from the samples the student got
+    wrong before it trained on them (`errors`, out of `n_seen`) and its dev scores after (`metrics`)."""
+    messages, template = prompts.messages("diagnosis", **task_variables(task), errors=errors, n_seen=n_seen,
+                                          metrics=metrics)
+    return ask(teacher, messages, DiagnosisReply, round=round, node="analyst", template=template)

@@ -1,6 +1,9 @@
 """The augment baseline (AugGPT-style, Dai et al. 2023): each round the teacher paraphrases every
 seed example; a paraphrase keeps its seed example's label. No student feedback, no Verifier.
 
+For NER a paraphrase must keep every entity of its seed sentence word for word: the graph aligns
+them to BIO tags by the Verifier's span rules, and a paraphrase that lost one is rejected.
+
 The graph applies the same cheap rejection rules as everywhere (empty or over-long, duplicate, a
 verbatim copy of a seed example, equal to a dev/test text). A round writes about as many texts as
 an EvoKD round asks for (`loop.n_hard + loop.n_easy`), spread over the seed examples, at least one each.

@@ -1,10 +1,14 @@
 """Generator: in the Analyst's conversation, writes hard and easy inputs (no labels).
 
+`write_targeted` is the default loop's Generator instead (docs/method.md): a fresh call per label
+for hard and easy texts written for that label.
+
 With `loop.separate_verifier = false` (an ablation) it writes labelled texts instead (a label, or
 an entity list for NER), and the graph's `self_check` applies the Verifier's rules to its labels."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,3 +110,48 @@ def generate(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: i
         easy += take_new(answer.reply.easy, need_easy, seen)
     candidates = [{**c, "intent": "hard"} for c in hard] + [{**c, "intent": "easy"} for c in easy]
     return Generated(candidates, conversation, calls)
+
+
+def reply_keys(label: str) -> tuple[str, str]:
+    """The default loop's reply keys for a label's hard and easy texts. Naming the label in the key
+    keeps a small teacher on it: asked for "hard" and "easy" lists of negative texts, the 1.5B
+    teacher wrote its "easy" ones as positive; asked for "tricky_negative" and "plain_negative", it
+    kept the label (docs/method.md)."""
+    slug = re.sub(r"\W+", "_", label).strip("_") or "label"
+    return f"tricky_{slug}", f"plain_{slug}"
+
+
+def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> type[BaseModel]:
+    """Hard and easy texts of one label; for NER, sentences with their entities listed."""
+    item: Any = str
+    if task_type == "ner":
+        entity = create_model("Entity", text=(str, ...), type=(str, ...))
+        item = create_model("AnnotatedSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
+    hard_key, easy_key = reply_keys(label)
+    return create_model("TargetedReply",
+                        hard=(list[item], Field(default_factory=list, alias=hard_key,
+                                                json_schema_extra={"minItems": n_hard, "maxItems": n_hard})),
+                        easy=(list[item], Field(default_factory=list, alias=easy_key,
+                                                json_schema_extra={"minItems": n_easy, "maxItems": n_easy})))
+
+
+def write_targeted(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
+                   weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int
+                   ) -> tuple[list[dict[str, Any]], list[LLMCall], bool]:
+    """The default loop's Generator: a fresh call for `n_hard` hard and `n_easy` easy texts of one
+    label, given the Analyst's weaknesses and the student's hardest texts of that label to vary.
+    Returns the candidates ({text, intent, annotation, label}: the annotation is the label, or for
+    NER the entity list the Generator wrote), the calls, and whether the budget was spent."""
+    messages, template = prompts.messages("targeted", **task_variables(task), round=round, label=label,
+                                          weaknesses=weaknesses, examples=examples, n_hard=n_hard,
+                                          n_easy=n_easy, keys=reply_keys(label))
+    answer = ask(teacher, messages, targeted_schema(task.type, label, n_hard, n_easy), round=round,
+                 node="generator", template=template)
+    candidates: list[dict[str, Any]] = []
+    if answer.reply is not None:
+        seen: set[str] = set()
+        for intent, items, want in (("hard", answer.reply.hard, n_hard), ("easy", answer.reply.easy, n_easy)):
+            for item in take_new(items, want, seen):
+                annotation = item.get("annotation", label)
+                candidates.append({"text": item["text"], "intent": intent, "annotation": annotation, "label": label})
+    return candidates, answer.calls, answer.budget_spent

@@ -25,6 +25,10 @@ VARIABLES: dict[str, set[str]] = {
     "static": {"task_description", "labels", "label_descriptions", "label", "n", "round"},
     "augment": {"task_description", "labels", "label_descriptions", "example", "n", "round"},
     "generator_labelled": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
+    # The default evokd loop's Analyst and Generator (docs/method.md).
+    "diagnosis": {"task_description", "labels", "label_descriptions", "errors", "n_seen", "metrics"},
+    "targeted": {"task_description", "labels", "label_descriptions", "label", "weaknesses", "examples",
+                 "n_hard", "n_easy", "round", "keys"},
 }
 # (agent, part, required)
 FILES: list[tuple[str, str, bool]] = [
@@ -33,14 +37,18 @@ FILES: list[tuple[str, str, bool]] = [
     ("verifier", "system", False), ("verifier", "user", True),
     # Only the llm2llm method uses these (classification only).
     ("llm2llm", "system", False), ("llm2llm", "user", False),
-    # Only the static and augment baselines use these (classification only).
+    # Only the static and augment baselines use these.
     ("static", "system", False), ("static", "user", False),
     ("augment", "system", False), ("augment", "user", False),
     # Only loop.separate_verifier = false uses this: the Generator labels its own texts.
     ("generator_labelled", "user", False),
+    # Only the default evokd loop uses these (loop.method = "evokd").
+    ("diagnosis", "system", False), ("diagnosis", "user", False),
+    ("targeted", "system", False), ("targeted", "user", False),
 ]
 # The prompt a method (or a switch) cannot run without, beyond the required ones above.
-NEEDED: dict[str, str] = {"llm2llm": "llm2llm.user", "static": "static.user", "augment": "augment.user"}
+NEEDED: dict[str, list[str]] = {"llm2llm": ["llm2llm.user"], "static": ["static.user"], "augment": ["augment.user"],
+                                "evokd": ["diagnosis.user", "targeted.user"]}
 
 
 class PromptError(Exception):
@@ -98,8 +106,9 @@ class PromptSet:
                 continue
             _check(template, agent)
             self.templates[f"{agent}.{part}"] = template
-        if method in NEEDED and NEEDED[method] not in self.templates:
-            raise PromptError(f"missing prompt {task}/{NEEDED[method]}.j2 (loop.method = {method})")
+        for name in NEEDED.get(method, []):
+            if name not in self.templates:
+                raise PromptError(f"missing prompt {task}/{name}.j2 (loop.method = {method})")
         if not separate_verifier and "generator_labelled.user" not in self.templates:
             raise PromptError(f"missing prompt {task}/generator_labelled.user.j2 (loop.separate_verifier = false)")
 

@@ -1,6 +1,7 @@
 """The static baseline (ZeroGen-style, Ye et al. 2022): each round the teacher writes texts for
 each label in turn, with no student feedback. The label asked for is the annotation: there is no
-Verifier, as in ZeroGen.
+Verifier, as in ZeroGen. For NER the teacher writes sentences containing an entity of the type asked
+for and lists every entity; the graph aligns the list to BIO tags by the Verifier's span rules.
 
 The graph applies the same cheap rejection rules as everywhere (empty or over-long, duplicate,
 equal to a dev/test text). A round writes as many texts as an EvoKD round asks for (`loop.n_hard +
@@ -14,16 +15,21 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from evokd.agents.common import Answer, ask, task_variables
+from evokd.agents.common import Answer, ask, counted, task_variables
 from evokd.agents.llm import Teacher
 from evokd.agents.prompts import PromptSet
 from evokd.config import TaskConfig
 
 
-def reply_schema(n: int) -> type[BaseModel]:
-    """n texts; the count is in the JSON schema, validation accepts any length."""
-    return create_model("TextsReply", texts=(list[str], Field(default_factory=list,
-                                                               json_schema_extra={"minItems": n, "maxItems": n})))
+def reply_schema(n: int, annotated: bool = False) -> type[BaseModel]:
+    """n texts, or (`annotated`, NER) n sentences each with its entities listed; the count is in the
+    JSON schema, validation accepts any length."""
+    if annotated:
+        entity = create_model("Entity", text=(str, ...), type=(str, ...))
+        sentence = create_model("AnnotatedSentence", text=(str, ...),
+                                entities=(list[entity], Field(default_factory=list)))
+        return create_model("SentencesReply", sentences=counted(sentence, n))
+    return create_model("TextsReply", texts=counted(str, n))
 
 
 def per_label(n_hard: int, n_easy: int, labels: list[str]) -> int:
@@ -32,13 +38,15 @@ def per_label(n_hard: int, n_easy: int, labels: list[str]) -> int:
 
 
 def write_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, agent: str, round: int, n: int,
-                **variables: Any) -> Answer[Any]:
-    """One no-feedback call: n texts from the `agent` prompt (static or augment) with its variables."""
+                annotated: bool = False, **variables: Any) -> Answer[Any]:
+    """One no-feedback call: n texts from the `agent` prompt (static or augment) with its variables;
+    `annotated`: sentences with their entities listed."""
     messages, template = prompts.messages(agent, **task_variables(task), n=n, round=round, **variables)
-    return ask(teacher, messages, reply_schema(n), round=round, node=f"{agent}_gen", template=template)
+    return ask(teacher, messages, reply_schema(n, annotated), round=round, node=f"{agent}_gen", template=template)
 
 
 def write_for_label(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
                     n: int) -> Answer[Any]:
-    """n texts whose label is `label`."""
-    return write_texts(teacher, prompts, task, agent="static", round=round, n=n, label=label)
+    """n texts whose label is `label`; for NER, n sentences with a `label` entity, entities listed."""
+    return write_texts(teacher, prompts, task, agent="static", round=round, n=n, label=label,
+                       annotated=task.type == "ner")

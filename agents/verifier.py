@@ -130,3 +130,41 @@ def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: l
         else:
             verdicts += [judge(text, value, task) for text, value in zip(chunk, values, strict=True)]
     return Labelled(verdicts, calls)
+
+
+def disagreement(verdict: Any, intended: Any, task: TaskConfig) -> str | None:
+    """Why the Verifier's blind annotation does not confirm the intended one, or None when it does.
+    Classification: the same label. NER: every intended entity found with the same type."""
+    if verdict is None:
+        return "no label returned"
+    if task.type == "ner":
+        found = {(e.text.strip(), e.type) for e in verdict}
+        for entity in intended:
+            if (entity["text"].strip(), entity["type"]) not in found:
+                return f"the Verifier does not tag {entity['text']!r} as {entity['type']}"
+        return None
+    label, reason = check_label(verdict, task.labels)
+    if reason is not None:
+        return f"the Verifier found it mixed or unclear ({verdict!r}), meant {intended!r}"
+    if label != intended:
+        return f"the Verifier says {label!r}, the Generator meant {intended!r}"
+    return None
+
+
+def confirm_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
+                  *, round: int, batch_size: int, temperature: float | None = None) -> Labelled:
+    """The default loop's Verifier: label the texts blind, in batches, and reject each one whose
+    label (entities) does not confirm the one it was written for. Verdicts carry only the reason."""
+    verdicts: list[Verdict] = []
+    calls: list[LLMCall] = []
+    for start in range(0, len(texts), batch_size):
+        chunk, meant = texts[start:start + batch_size], intended[start:start + batch_size]
+        values, answer = annotate_batch(teacher, prompts, task, chunk, round=round, temperature=temperature)
+        calls += answer.calls
+        if answer.budget_spent:
+            verdicts += [Verdict(reason="teacher budget spent before labelling") for _ in chunk]
+        elif values is None:
+            verdicts += [Verdict(reason=f"verifier reply invalid: {answer.error}") for _ in chunk]
+        else:
+            verdicts += [Verdict(reason=disagreement(v, m, task)) for v, m in zip(values, meant, strict=True)]
+    return Labelled(verdicts, calls)

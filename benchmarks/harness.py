@@ -7,10 +7,11 @@ teacher-token budget for every method.
 
 Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
 label-conditioned texts, no feedback), `augment` (AugGPT-style paraphrases of the seed set), `evokd`
-(the paper's Analyst: right and wrong samples only), `evokd+metrics` (our Analyst, also shown
-per-class F1 and confused pairs), `llm2llm`, `full` (a student trained on gold training data: the
-upper bound), and the ablations of evokd: `evokd-no-easy`, `evokd-no-correct`, `evokd-no-review`,
-`evokd-no-verifier`. static, augment and llm2llm are classification only.
+(the default loop, docs/method.md), `evokd-paper` (the paper's loop and Analyst: right and wrong
+samples only), `evokd-paper+metrics` (the paper's loop with our Analyst, also shown per-class F1 and
+confused pairs), `llm2llm`, `full` (a student trained on gold training data: the upper bound), and
+the paper's ablations of its loop: `evokd-paper-no-easy`, `evokd-paper-no-correct`,
+`evokd-paper-no-review`, `evokd-paper-no-verifier`. llm2llm is classification only.
 
 Every generating run gets the same `loop.max_tokens`, no plateau stop, and enough rounds to spend
 it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
@@ -58,23 +59,26 @@ OUT = ROOT / "docs" / "benchmarks"
 RUNS = ROOT / "runs" / "bench"
 
 # Config overrides per method; None: no graph run (trained directly, no teacher).
-PAPER_ANALYST = ["loop.analyst_sees_metrics=false"]
+# evokd-paper is the paper's loop with the paper's Analyst (samples only); evokd-paper+metrics adds
+# our per-label scores to it; evokd is the default loop (docs/method.md).
+PAPER = ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=false"]
 METHODS: dict[str, list[str] | None] = {
     "no-aug": None,
     "static": ['loop.method="static"'],
     "augment": ['loop.method="augment"'],
-    "evokd": [*PAPER_ANALYST],
-    "evokd+metrics": ["loop.analyst_sees_metrics=true"],
+    "evokd": ['loop.method="evokd"'],
+    "evokd-paper": [*PAPER],
+    "evokd-paper+metrics": ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=true"],
     "llm2llm": ['loop.method="llm2llm"'],
     "full": None,
-    "evokd-no-easy": [*PAPER_ANALYST, "loop.n_easy=0"],
-    "evokd-no-correct": [*PAPER_ANALYST, "loop.analyst_sees_correct=false"],
-    "evokd-no-review": [*PAPER_ANALYST, "loop.review_size=0"],
-    "evokd-no-verifier": [*PAPER_ANALYST, "loop.separate_verifier=false"],
+    "evokd-paper-no-easy": [*PAPER, "loop.n_easy=0"],
+    "evokd-paper-no-correct": [*PAPER, "loop.analyst_sees_correct=false"],
+    "evokd-paper-no-review": [*PAPER, "loop.review_size=0"],
+    "evokd-paper-no-verifier": [*PAPER, "loop.separate_verifier=false"],
 }
-MAIN = ["no-aug", "static", "augment", "evokd", "evokd+metrics", "llm2llm", "full"]
-ABLATIONS = ["evokd-no-easy", "evokd-no-correct", "evokd-no-review", "evokd-no-verifier"]
-CLASSIFICATION_ONLY = {"static", "augment", "llm2llm"}
+MAIN = ["no-aug", "static", "augment", "evokd", "evokd-paper", "evokd-paper+metrics", "llm2llm", "full"]
+ABLATIONS = ["evokd-paper-no-easy", "evokd-paper-no-correct", "evokd-paper-no-review", "evokd-paper-no-verifier"]
+CLASSIFICATION_ONLY = {"llm2llm"}
 
 
 class BenchError(Exception):
@@ -310,11 +314,14 @@ def run_benchmark(
         console.print(f"resuming: {len(done)} of {total} runs already in {out_dir / stem}.json", highlight=False)
 
     def write(final: bool) -> dict[str, Any]:
-        """The result so far, on disk after every run, so a stopped benchmark keeps what it finished."""
-        summary, comparisons = summarise(runs, chosen)
+        """The result so far, on disk after every run, so a stopped benchmark keeps what it finished,
+        including the runs it kept from an earlier one but has not reached yet."""
+        reached = {(r["method"], r["seed"]) for r in runs}
+        so_far = [*runs, *(r for key, r in done.items() if key not in reached)]
+        summary, comparisons = summarise(so_far, chosen)
         result = {**head, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "minutes": earlier_minutes + (time.time() - started) / 60, "complete": final,
-                  "summary": summary, "comparisons": comparisons, "runs": runs}
+                  "summary": summary, "comparisons": comparisons, "runs": so_far}
         write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         plot(result, out_dir / f"{stem}.png", {m for m, extra in METHODS.items() if extra is None})
         plot_per_class(result, out_dir / f"{stem}-per-class.png")

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-EVOKD = ["evokd", "evokd+metrics"]  # the methods compared with static and full
+EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics"]  # the methods compared with static and full
 
 
 def stats(values: list[float | None]) -> dict[str, Any] | None:

@@ -97,6 +97,8 @@ class SampleRecord(BaseModel):
     reason: str | None = None
     # The student's prediction before it trained on this sample (label, or BIO tags for NER).
     predicted: str | list[str] | None = None
+    # Classification: the probability the student gave this sample's label at that moment.
+    confidence: float | None = None
     method: str = "evokd"
 
 

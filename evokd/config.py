@@ -92,13 +92,33 @@ class StudentConfig(_Section):
 
 
 class LoopConfig(_Section):
-    # evokd: Analyst + Generator + Verifier. llm2llm: the teacher writes labelled look-alikes of
-    # the seed examples the student gets wrong, and the student retrains from scratch (a baseline).
-    # static (ZeroGen-style): texts written per label, no student feedback. augment (AugGPT-style):
-    # paraphrases of the seed examples, each keeping its seed label. Both are baselines.
-    method: Literal["evokd", "llm2llm", "static", "augment"] = "evokd"
+    # evokd (default) and evokd-paper: Analyst + Generator + Verifier + Trainer. evokd-paper is the
+    # paper's loop as published (the Generator continues the Analyst's conversation and writes
+    # unlabelled texts, a Verifier labels them blind); evokd spends fewer tokens per sample
+    # (docs/method.md). llm2llm: the teacher writes labelled look-alikes of the seed examples the
+    # student gets wrong, and the student retrains from scratch. static (ZeroGen-style): texts
+    # written per label, no student feedback. augment (AugGPT-style): paraphrases of the seed
+    # examples, each keeping its seed annotation. These three are baselines.
+    method: Literal["evokd", "evokd-paper", "llm2llm", "static", "augment"] = "evokd"
+    # Texts asked per round: evokd-paper and the baselines spread n_hard + n_easy over the round;
+    # evokd asks each label for n_hard hard and n_easy easy texts.
     n_hard: int = Field(4, ge=0)
     n_easy: int = Field(4, ge=0)
+    # evokd: a new analysis every this many rounds; the rounds between reuse the last one.
+    analyst_every: int = Field(2, ge=1)
+    # evokd: the student's hardest texts of a label (highest loss in the batch it has just seen)
+    # shown to the Generator as material to vary.
+    show_errors: int = Field(2, ge=0)
+    # evokd: which texts the Verifier labels blind to confirm their intended label. "contested": the
+    # ones the student (before training on them) labels otherwise, as generator and student agreeing
+    # is already two votes; "hard": the hard ones; "all": every text.
+    verify: Literal["contested", "hard", "all"] = "hard"
+    # evokd: each round replays every earlier accepted sample (false: a review sample of review_size,
+    # as the paper and the baselines do).
+    replay_all: bool = False
+    # evokd: a text whose sentence embedding (the student's pretrained encoder) has at least this
+    # cosine similarity to an accepted text is a near-duplicate; 1.0 turns the check off.
+    dedup_cosine: float = Field(0.92, gt=0, le=1)
     # Earlier samples replayed with each new batch (the paper's "review").
     review_size: int = Field(8, ge=0)
     max_rounds: int = Field(4, ge=1)
@@ -176,10 +196,10 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _method_fits_task(self) -> RunConfig:
-        if self.loop.method != "evokd" and self.task.type != "classification":
+        if self.loop.method == "llm2llm" and self.task.type != "classification":
             raise ValueError(f"loop.method = \"{self.loop.method}\" supports task.type = \"classification\" only")
-        if not self.loop.separate_verifier and self.loop.method != "evokd":
-            raise ValueError("loop.separate_verifier = false applies to loop.method = \"evokd\" only")
+        if not self.loop.separate_verifier and self.loop.method != "evokd-paper":
+            raise ValueError("loop.separate_verifier = false applies to loop.method = \"evokd-paper\" only")
         return self
 
     def digest(self) -> str:

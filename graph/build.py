@@ -1,14 +1,16 @@
 """The state machines, one wiring of the shared parts per method.
 
-evokd:    seed -> probe -> analyst -> generator -> verifier -> trainer -> decide -+-> probe (next round)
+evokd, evokd-paper:
+          seed -> probe -> analyst -> generator -> verifier -> trainer -> decide -+-> probe (next round)
                                                                                    +-> finish -> END
+          (the same roles; evokd's agents spend fewer tokens per sample: docs/method.md)
 llm2llm:  seed -> probe (seed set) -> augmenter -> trainer (from scratch) -> decide -+-> probe
                                                                                      +-> finish -> END
 static:   seed -> static_gen (per label, no feedback) -> trainer -> decide -+-> static_gen
 augment:  seed -> augment_gen (paraphrase the seed set) -> trainer -> decide -+-> augment_gen
 
 The round counter has one owner: `start_round`, applied by `traced` to the first node of each
-method's round (nodes only read `state["round"]`). With loop.separate_verifier = false, evokd's
+method's round (nodes only read `state["round"]`). With loop.separate_verifier = false, evokd-paper's
 verifier is replaced by self_check: the Generator's own labels, checked by the Verifier's rules.
 """
 
@@ -25,7 +27,18 @@ from langgraph.runtime import Runtime
 from evokd.core.records import NodeTurn
 from evokd.graph.context import Context
 from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
-from evokd.graph.nodes_llm import analyst, augment_gen, augmenter, generator, self_check, static_gen, verifier
+from evokd.graph.nodes_llm import (
+    analyst,
+    augment_gen,
+    augmenter,
+    confirm,
+    diagnosis,
+    generator,
+    self_check,
+    static_gen,
+    targeted,
+    verifier,
+)
 from evokd.graph.route import next_step
 from evokd.graph.state import RunState
 
@@ -84,8 +97,10 @@ def traced(name: str, node: Node, starts_round: bool = False) -> Node:
 
 # One round's nodes per method, in order; the first one starts the round. A new method is a new row.
 ROUNDS: dict[str, list[tuple[str, Node]]] = {
-    "evokd": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
+    "evokd": [("probe", probe), ("analyst", diagnosis), ("generator", targeted), ("verifier", confirm),
               ("trainer", trainer)],
+    "evokd-paper": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
+                    ("trainer", trainer)],
     "llm2llm": [("probe", probe_seed), ("augmenter", augmenter), ("trainer", retrainer)],
     "static": [("static_gen", static_gen), ("trainer", trainer)],
     "augment": [("augment_gen", augment_gen), ("trainer", trainer)],

@@ -35,12 +35,22 @@ class StudentHolder:
         self.cfg = cfg
         self.student: Any = None
         self.source: str | None = None
+        self._encoder: Any = None
 
     def fresh(self) -> Any:
         from evokd.student.model import build_student
 
         self.student, self.source = build_student(self.cfg.task, self.cfg.student), None
         return self.student
+
+    def encoder(self) -> Any:
+        """A student with its pretrained weights, kept apart from the one being trained: its sentence
+        embeddings do not drift with fine-tuning, so a near-duplicate means the same every round."""
+        if self._encoder is None:
+            from evokd.student.model import build_student
+
+            self._encoder = build_student(self.cfg.task, self.cfg.student)
+        return self._encoder
 
     def at(self, checkpoint: str) -> Any:
         if self.student is None or self.source != checkpoint:

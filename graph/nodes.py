@@ -28,6 +28,13 @@ def predicted_value(prediction: Any) -> str | list[str] | None:
     return prediction.label if prediction.label is not None else prediction.tags
 
 
+def note_prediction(record: dict[str, Any], prediction: Any) -> None:
+    """What the student said of a sample, and (classification) how sure it was of the sample's label."""
+    record["predicted"] = predicted_value(prediction)
+    if prediction.probs is not None and record.get("label") in prediction.probs:
+        record["confidence"] = round(prediction.probs[record["label"]], 6)
+
+
 def is_correct(record: dict[str, Any]) -> bool:
     gold = record.get("label") if record.get("tags") is None else record.get("tags")
     return record.get("predicted") == gold
@@ -172,13 +179,16 @@ def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, A
     batch = [dict(s) for s in state.get("batch", [])]
     accepted = [s for s in batch if s["accepted"]]
     for record, prediction in zip(accepted, student.predict([to_sample(s) for s in accepted]), strict=True):
-        record["predicted"] = predicted_value(prediction)
+        note_prediction(record, prediction)
     earlier = [s for s in state.get("samples", []) if s["accepted"]]
     seed_samples = [s for s in earlier if s["intent"] == "seed"]
     if restart:
         # LLM2LLM: the student starts again from its base weights on seed + everything generated.
         replay = [s for s in earlier if s["intent"] != "seed"]
         epochs = ctx.cfg.student.seed_epochs
+    elif ctx.cfg.loop.method == "evokd" and ctx.cfg.loop.replay_all:
+        replay = [s for s in earlier if s["intent"] != "seed"]
+        epochs = ctx.cfg.student.epochs_per_round
     else:
         replay = review_sample(state, ctx.cfg.loop.review_size, ctx.cfg.sampling.seed + round)
         epochs = ctx.cfg.student.epochs_per_round

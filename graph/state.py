@@ -29,6 +29,9 @@ class RunState(TypedDict, total=False):
     # The Analyst and the Generator share this conversation within a round.
     conversation: list[dict[str, str]]
     analysis: str
+    # The default evokd loop: the Analyst's latest diagnosis (reused by later rounds) and its round.
+    diagnosis: list[str]
+    analysed_round: int
     candidates: list[dict[str, str]]
     batch: list[dict[str, Any]]
     # RoundMetrics dicts, one per finished round (round 0 included).

@@ -249,6 +249,27 @@ class _EncoderStudent(ABC):
                 predictions.update(zip(indices, self._decode(batch, encoding, logits), strict=True))
         return [predictions[i] for i in range(len(samples))]
 
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """Unit-length sentence vectors (mean of the encoder's last hidden states): how the student
+        itself sees a text, used to spot near-duplicates without spending teacher tokens."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: dict[int, torch.Tensor] = {}
+        self.model.eval()
+        encoder = self.model.base_model
+        with torch.inference_mode():
+            for start in range(0, len(order), _PREDICT_BATCH):
+                indices = order[start : start + _PREDICT_BATCH]
+                encoding = self.tokenizer([texts[i] for i in indices], padding=True, truncation=True,
+                                          max_length=self.max_length, return_tensors="pt").to(self.device)
+                hidden = encoder(**encoding).last_hidden_state
+                mask = encoding["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                pooled = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu()
+                vectors.update(zip(indices, pooled, strict=True))
+        if not texts:
+            return torch.zeros(0, self.model.config.hidden_size)
+        return torch.stack([vectors[i] for i in range(len(texts))])
+
     def save(self, directory: Path) -> None:
         """Write model and tokenizer beside `directory`, then swap it in, so no reader sees half a save."""
         directory = Path(directory)

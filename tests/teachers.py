@@ -23,6 +23,12 @@ def handler_name(schema: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", schema).lower()
 
 
+def reply_keys(messages: list) -> tuple[str, str]:
+    """The default loop's Generator keys ("tricky_<label>", "plain_<label>"), as its prompt shows them."""
+    keys = re.findall(r'"((?:tricky|plain)_\w+)"', str(messages[-1].content))
+    return keys[0], next(k for k in keys if k.startswith("plain_"))
+
+
 def numbered_texts(messages: list) -> list[str]:
     """The texts a Verifier request lists, one numbered line each ("1. ...")."""
     return [t for _, t in re.findall(r"^(\d+)\. (.*)$", str(messages[-1].content), re.M)]
@@ -63,6 +69,21 @@ class SentimentTeacher(ScriptedTeacher):
             "easy": [f"A great and superb delight {r}.", f"Awful and boring, a waste {r}."],
         })
 
+    def diagnosis_reply(self, messages: list) -> str:
+        return json.dumps({"weaknesses": ["negated praise", "sarcasm"]})
+
+    def targeted_reply(self, messages: list) -> str:
+        """Texts written for the label in the keys: the negative ones worded so the keyword Verifier
+        agrees, except a hard one it will read as positive (a disagreement to reject)."""
+        self.targeted_calls = getattr(self, "targeted_calls", 0) + 1
+        hard, easy = reply_keys(messages)
+        n = self.targeted_calls
+        if hard.endswith("positive"):
+            return json.dumps({hard: [f"A great cast lifts plot number {n}.", f"Loved every scene of story {n}."],
+                               easy: [f"A superb delight from start to end {n}.", f"Great fun, reel {n}."]})
+        return json.dumps({hard: [f"Not a good film in week {n}.", f"A great waste of evening {n}."],
+                           easy: [f"Awful and boring picture {n}.", f"Dull plot and weak acting {n}."]})
+
     def verifier_reply(self, messages: list) -> str:
         self.seen_verifier_prompts.append(str(messages[-1].content))
         if self.verifier_reply_text is not None:
@@ -90,6 +111,39 @@ class NerTeacher(ScriptedTeacher):
             "hard": [f"Nordic Bank opened in Oslo on day {r} .", f"Maria Lopez and Ghost Corp met {r} times ."],
             "easy": [f"Tom Reed won at the Olympics in year {r} ."],
         })
+
+    def diagnosis_reply(self, messages: list) -> str:
+        return json.dumps({"weaknesses": ["organisations named after places"]})
+
+    def targeted_reply(self, messages: list) -> str:
+        """Per type: sentences with entities listed; one lists an entity the Verifier tags otherwise."""
+        self.round += 1
+        hard, easy = reply_keys(messages)
+        r = self.round
+        return json.dumps({
+            hard: [{"text": f"Nordic Bank opened in Oslo on day {r} .",
+                    "entities": [{"text": "Nordic Bank", "type": "ORG"}, {"text": "Oslo", "type": "LOC"}]},
+                   {"text": f"Tom Reed joined Nordic Bank in week {r} .",
+                    "entities": [{"text": "Tom Reed", "type": "ORG"}, {"text": "Nordic Bank", "type": "ORG"}]}],
+            easy: [{"text": f"Maria Lopez ran at the Olympics in year {r} .",
+                    "entities": [{"text": "Maria Lopez", "type": "PER"}, {"text": "Olympics", "type": "MISC"}]}],
+        })
+
+    def sentences_reply(self, messages: list) -> str:
+        """static for NER: sentences with their entities, one listing an entity not in its text."""
+        self.round += 1
+        r = self.round
+        return json.dumps({"sentences": [
+            {"text": f"Maria Lopez visited Oslo in month {r} .",
+             "entities": [{"text": "Maria Lopez", "type": "PER"}, {"text": "Oslo", "type": "LOC"}]},
+            {"text": f"Nordic Bank grew in year {r} .", "entities": [{"text": "Nordic Bank Group", "type": "ORG"}]},
+        ]})
+
+    def texts_reply(self, messages: list) -> str:
+        """augment for NER: one paraphrase keeps the seed sentence as it is plus words, one loses it."""
+        self.round += 1
+        seed = re.search(r'^"(.*)"$', str(messages[-1].content), re.M).group(1)
+        return json.dumps({"texts": [f"{seed} , said the report {self.round}", f"Nothing named here {self.round} ."]})
 
     def ner_verifier_reply(self, messages: list) -> str:
         sentences = {}

@@ -205,14 +205,9 @@ def test_analyst_with_correct_samples_is_unchanged(tmp_path: Path, tiny_model_di
     assert all(f'"{s["text"]}"' in prompt for s in probe.output["correct"])
 
 
-@pytest.mark.parametrize("overrides, match", [
-    (['loop.method="static"'], "static"),
-    (['loop.method="augment"'], "augment"),
-])
-def test_baselines_are_classification_only(tmp_path: Path, tiny_model_dir: Path, overrides: list[str],
-                                           match: str) -> None:
-    with pytest.raises(ConfigError, match=match):
-        load_config(ner_config(tmp_path, tiny_model_dir), overrides)
+def test_llm2llm_is_classification_only(tmp_path: Path, tiny_model_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="llm2llm"):
+        load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="llm2llm"'])
 
 
 def test_separate_verifier_switch_is_for_evokd_only(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -120,7 +120,8 @@ def test_registry_and_methods() -> None:
         assert spec.config.is_file(), name
         assert set(spec.profiles) == set(harness.PROFILES), name
     methods, skipped = harness.resolve_methods(None, "full", "ner")
-    assert "static" not in methods and skipped == {m: "classification only" for m in ("static", "augment", "llm2llm")}
+    assert {"static", "augment", "evokd", "evokd-paper"} <= set(methods)
+    assert skipped == {"llm2llm": "classification only"}
     assert set(harness.ABLATIONS) <= set(methods)
     with pytest.raises(harness.BenchError, match="unknown method"):
         harness.resolve_methods(["evokd", "zerogen"], "quick", "classification")
@@ -169,6 +170,14 @@ def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model
     partial = json.loads((out / "sentiment-quick.json").read_text())
     assert [r["method"] for r in partial["runs"]] == ["static"] and partial["complete"] is False
     static_tokens = partial["runs"][0]["tokens"]
+
+    # Resumed and stopped again before it reaches the kept run: the kept run stays in the file.
+    with pytest.raises(KeyboardInterrupt):
+        harness.run_benchmark("sentiment", ["no-aug", "evokd", "static"], seeds=1, out_dir=out,
+                              runs_dir=tmp_path / "runs", overrides=overrides, chat_model_factory=interrupted,
+                              console=Console(file=(tmp_path / "console.txt").open("a"), width=200), resume=True)
+    again = json.loads((out / "sentiment-quick.json").read_text())
+    assert [r["method"] for r in again["runs"]] == ["no-aug", "static"]
 
     calls.clear()
     result = bench(lambda method: calls.append(method) or ScriptedChatModel(script=teacher), resume=True)

@@ -26,7 +26,7 @@ def ner_config(tmp_path: Path, model_dir: Path) -> Path:
         "[student]", f"model = {json.dumps(str(model_dir))}", "epochs_per_round = 1", "seed_epochs = 2",
         "max_length = 48",
         "[llm]", 'base_url = "http://scripted.invalid/v1"',
-        "[loop]", "n_hard = 2", "n_easy = 1", "max_rounds = 2", "patience = 5",
+        "[loop]", 'method = "evokd-paper"', "n_hard = 2", "n_easy = 1", "max_rounds = 2", "patience = 5",
     ]) + "\n")
     return path
 

@@ -1,0 +1,185 @@
+"""The default loop (loop.method = "evokd", docs/method.md): what its Analyst, Generator and Verifier
+are sent, what they keep and reject, and NER's static and augment baselines. Scripted teacher, tiny
+student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from conftest import SentimentTeacher, write_config
+from teachers import NerTeacher
+from test_ner_graph import ner_config
+
+from evokd.agents.llm import Teacher
+from evokd.agents.prompts import PromptSet
+from evokd.agents.scripted import ScriptedChatModel
+from evokd.config import load_config
+from evokd.core.records import LLMCall
+from evokd.core.trace import read_trace
+from evokd.graph.nodes_llm import diagnosis, hardest, near_duplicates
+from evokd.graph.runner import execute
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def calls_of(run) -> list[LLMCall]:
+    return [r for r in read_trace(run.trace) if isinstance(r, LLMCall)]
+
+
+def test_default_loop_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # The tiny random student's embeddings say little, so the near-duplicate check is off here
+    # (tested on its own below).
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=2, n_hard=2, n_easy=2,
+                                   dedup_cosine=1.0))
+    assert cfg.loop.method == "evokd" and cfg.loop.verify == "hard"
+    result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    calls = calls_of(result.run)
+    generator = [c for c in calls if c.node == "generator"]
+    # One fresh, short call per label and round: a system and a user message, no Analyst conversation.
+    assert [(c.round, c.schema_name) for c in generator] == [(1, "TargetedReply")] * 2 + [(2, "TargetedReply")] * 2
+    assert all([m["role"] for m in c.messages] == ["system", "user"] for c in generator)
+    assert ['"tricky_negative"' in c.messages[-1]["content"] for c in generator[:2]] == [True, False]
+    assert ['"tricky_positive"' in c.messages[-1]["content"] for c in generator[:2]] == [False, True]
+    # Round 1 probes the seed set the student was fitted on: nothing to analyse, no Analyst call.
+    assert not [c for c in calls if c.node == "analyst" and c.round == 1]
+
+    samples = read_jsonl(result.run.samples)
+    generated = [s for s in samples if s["intent"] != "seed"]
+    # The Verifier labels only the hard texts, blind: it is never told what a text was written for.
+    verifier = [c for c in calls if c.node == "verifier"]
+    hard_texts = {s["text"] for s in generated if s["intent"] == "hard"}
+    asked = {line.split(". ", 1)[1] for c in verifier for line in c.messages[-1]["content"].splitlines()
+             if line[:1].isdigit() and ". " in line}
+    assert asked == hard_texts
+    assert not any("tricky" in c.messages[-1]["content"] or "meant" in c.messages[-1]["content"] for c in verifier)
+    # "A great waste of evening" was written as negative; the keyword Verifier says positive.
+    rejected = [s for s in generated if not s["accepted"]]
+    assert {s["text"].split(" evening")[0] for s in rejected} == {"A great waste of"}
+    assert all(s["reason"] == "the Verifier says 'positive', the Generator meant 'negative'" for s in rejected)
+    # Every sample carries the label it was written for; both labels are asked for and kept each round.
+    for round in (1, 2):
+        kept = [s["label"] for s in generated if s["round"] == round and s["accepted"]]
+        assert kept.count("positive") == 4 and kept.count("negative") == 3
+    # The trainer records how sure the student was of each accepted sample before training on it.
+    assert all(0.0 <= s["confidence"] <= 1.0 for s in generated if s["accepted"])
+
+
+def runtime_for(cfg, script) -> SimpleNamespace:
+    teacher = Teacher(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
+    return SimpleNamespace(context=SimpleNamespace(cfg=cfg, teacher=teacher, prompts=PromptSet("classification")))
+
+
+def test_analyst_reads_mistakes_before_and_scores_after_training(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", analyst_every=2))
+    asked: list[str] = []
+
+    def script(messages, schema=None):
+        asked.append(str(messages[-1].content))
+        return json.dumps({"weaknesses": ["double negation", "  ", "irony", "long texts", "a fourth"]})
+
+    runtime = runtime_for(cfg, script)
+    wrong = {"text": "Not bad at all, honestly.", "label": "positive", "predicted": "negative", "intent": "hard"}
+    right = {"text": "A lovely film.", "label": "positive", "predicted": "positive", "intent": "easy"}
+    history = [{"dev": {"f1": 0.5, "per_class": {"negative": {"f1": 0.7}, "positive": {"f1": 0.3}},
+                        "confused_pairs": [{"gold": "positive", "predicted": "negative", "count": 9}]}}]
+    update = diagnosis({"round": 2, "latest": [wrong, right], "history": history}, runtime)
+    assert update["diagnosis"] == ["double negation", "irony", "long texts"] and update["analysed_round"] == 2
+    prompt = asked[-1]
+    assert "Before its latest training step it was shown 2 new texts" in prompt
+    assert '"Not bad at all, honestly."' in prompt and "A lovely film" not in prompt
+    assert "After training on them, on held-out data its F1 per label is negative 0.70, positive 0.30" in prompt
+    # The next round reuses the diagnosis (every 2 rounds); a batch without mistakes asks nothing.
+    assert diagnosis({"round": 3, "latest": [wrong], "analysed_round": 2, "history": history}, runtime) == {}
+    assert diagnosis({"round": 4, "latest": [right], "analysed_round": 2, "history": history}, runtime) == {}
+    assert len(asked) == 1
+    assert diagnosis({"round": 4, "latest": [wrong], "analysed_round": 2, "history": history}, runtime)["diagnosis"]
+    assert len(asked) == 2
+
+
+def test_generator_is_shown_the_students_hardest_texts_of_its_label() -> None:
+    latest = [
+        {"text": "a", "label": "positive", "predicted": "negative", "confidence": 0.1, "intent": "hard"},
+        {"text": "b", "label": "positive", "predicted": "positive", "confidence": 0.6, "intent": "easy"},
+        {"text": "c", "label": "positive", "predicted": "positive", "confidence": 0.95, "intent": "easy"},
+        {"text": "d", "label": "negative", "predicted": "positive", "confidence": 0.2, "intent": "hard"},
+        {"text": "e", "label": "positive", "predicted": "negative", "confidence": 0.0, "intent": "seed"},
+    ]
+    assert [s["text"] for s in hardest(latest, "positive", 2, ner=False)] == ["a", "b"]
+    assert [s["text"] for s in hardest(latest, "positive", 5, ner=False)] == ["a", "b"]  # c: loss 0.05
+    assert [s["text"] for s in hardest(latest, "negative", 2, ner=False)] == ["d"]
+
+
+class FixedEncoder:
+    """Sentence vectors chosen by the test: texts starting with the same word are near-duplicates."""
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        axes = {"cat": [1.0, 0.0, 0.0], "dog": [0.0, 1.0, 0.0], "cow": [0.0, 0.0, 1.0]}
+        rows = [torch.tensor(axes[t.split()[0]]) + 0.01 * i for i, t in enumerate(texts)]
+        return torch.nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def test_near_duplicates_by_sentence_embeddings() -> None:
+    kept = ["cat on a mat"]
+    texts = ["cat sat on the mat", "dog in the fog", "dog in a bog", "cow now"]
+    assert near_duplicates(texts, kept, FixedEncoder(), 0.92) == ["cat on a mat", None, "dog in the fog", None]
+    assert near_duplicates(texts, kept, FixedEncoder(), 1.0) == [None] * 4
+
+
+def test_student_embeddings_are_unit_vectors(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from evokd.student.model import build_student
+
+    cfg = load_config(write_config(tmp_path, tiny_model_dir))
+    vectors = build_student(cfg.task, cfg.student).embed(["the same text", "another one here", "the same text"])
+    assert vectors.shape[0] == 3 and torch.allclose(vectors.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert float(vectors[0] @ vectors[2]) > 0.9999
+
+
+def test_near_duplicate_rejected_in_a_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # With a threshold every pair of the tiny student's vectors passes, only the first text is new.
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=1, n_hard=2, n_easy=2,
+                                   dedup_cosine=0.0001))
+    result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
+    reasons = [s["reason"] or "" for s in generated]
+    assert sum(r.startswith("near-duplicate (cosine >= 0.0001)") for r in reasons) == len(generated)
+
+
+def test_ner_default_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="evokd"', "loop.max_rounds=1",
+                                                             "loop.dedup_cosine=1.0"])
+    result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
+    generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
+    by_reason = {s["reason"] for s in generated if not s["accepted"]}
+    # "Tom Reed" listed as ORG: the Verifier (gazetteer) tags it PER, so that sentence is rejected;
+    # asked for a type the sentences do not contain, they are rejected too.
+    assert "the Verifier does not tag 'Tom Reed' as ORG" in by_reason
+    assert {"no PER entity in the sentence", "no LOC entity in the sentence"} & by_reason
+    accepted = [s for s in generated if s["accepted"]]
+    assert accepted and all(len(s["tokens"]) == len(s["tags"]) for s in accepted)
+    assert any("B-ORG" in s["tags"] and "B-LOC" in s["tags"] for s in accepted)
+
+
+def test_ner_static_and_augment(tmp_path: Path, tiny_model_dir: Path) -> None:
+    for method in ("static", "augment"):
+        (tmp_path / method).mkdir()
+        cfg = load_config(ner_config(tmp_path / method, tiny_model_dir),
+                          [f'loop.method="{method}"', "loop.max_rounds=1", "loop.n_hard=4", "loop.n_easy=4"])
+        result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
+        generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
+        assert generated and {s["method"] for s in generated} == {method}
+        accepted = [s for s in generated if s["accepted"]]
+        reasons = {s["reason"] for s in generated if not s["accepted"]}
+        assert accepted and all(len(s["tokens"]) == len(s["tags"]) and s["label"] is None for s in accepted)
+        if method == "static":
+            assert any(s["tags"][:2] == ["B-PER", "I-PER"] for s in accepted)  # "Maria Lopez"
+            assert "entity 'Nordic Bank Group' not found in the text" in reasons
+            assert "no ORG entity in the sentence" in reasons  # asked for ORG, wrote PER and LOC
+        else:
+            # A paraphrase keeps its seed sentence's entities; one that lost them is rejected.
+            assert any(r and r.startswith("entity ") and r.endswith("not found in the text") for r in reasons)
+            assert all(any(t != "O" for t in s["tags"]) for s in accepted)
