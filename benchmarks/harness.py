@@ -3,7 +3,6 @@ teacher-token budget for every method.
 
     evokd bench sst2 [--methods evokd,static] [--seeds N] [--profile quick|full] [--base-url URL] [--out DIR]
                      [--resume]
-    python benchmarks/harness.py sst2 ...        (the same)
 
 Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
 label-conditioned texts, no feedback), `augment` (AugGPT-style paraphrases of the seed set), `evokd`
@@ -50,6 +49,8 @@ def _sibling(name: str) -> Any:
 
 
 tables = _sibling("tables")
+costs = _sibling("costs")
+sweep = _sibling("sweep")
 EVOKD, summarise, plot, plot_per_class = tables.EVOKD, tables.summarise, tables.plot, tables.plot_per_class
 render_markdown, print_table = tables.render_markdown, tables.print_table
 
@@ -234,6 +235,8 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
         "rounds": len(history) - 1, "best_round": state.get("best_round"),
         "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
         "curve": [[h["tokens_in"] + h["tokens_out"], h["f1"]] for h in history],
+        # Cumulative [tokens in, tokens out, teacher seconds, dev F1] per round (costs.py).
+        "spend": costs.spend_of(history),
         # Test scores of the best round when there is test data, else its dev scores.
         "per_class": per_class_f1(test or history[state.get("best_round", 0)]["dev"]),
         "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
@@ -263,6 +266,7 @@ def run_benchmark(
     chat_model_factory: Callable[[str], Any] | None = None,
     console: Console | None = None,
     resume: bool = False,
+    stem: str | None = None,
 ) -> dict[str, Any]:
     """Run every (method, seed), write the JSON, markdown and plot, and return the result.
 
@@ -288,7 +292,7 @@ def run_benchmark(
     if n_seeds < 1:
         raise BenchError("--seeds must be at least 1")
     seed_values = [{"sampling": base.sampling.seed + i, "student": base.student.seed + i} for i in range(n_seeds)]
-    stem = f"{dataset}-{profile}"
+    stem = stem or f"{dataset}-{profile}"
     if chat_model_factory is not None:
         teacher_desc = "scripted"
     else:
@@ -303,7 +307,7 @@ def run_benchmark(
                      "full_samples": settings.full_samples, "full_epochs": settings.full_epochs,
                      "k_per_class": base.sampling.k_per_class, "overrides": overrides or []},
         "seeds": seed_values, "methods": chosen, "skipped": skipped, "plot": f"{stem}.png",
-        "per_class_plot": f"{stem}-per-class.png",
+        "per_class_plot": f"{stem}-per-class.png", "cost_plot": f"{stem}-cost.png",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     done, earlier_minutes = finished_runs(out_dir / f"{stem}.json", head) if resume else ({}, 0.0)
@@ -319,12 +323,14 @@ def run_benchmark(
         reached = {(r["method"], r["seed"]) for r in runs}
         so_far = [*runs, *(r for key, r in done.items() if key not in reached)]
         summary, comparisons = summarise(so_far, chosen)
+        costs.annotate(summary, comparisons, so_far, tables.stats)
         result = {**head, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "minutes": earlier_minutes + (time.time() - started) / 60, "complete": final,
                   "summary": summary, "comparisons": comparisons, "runs": so_far}
         write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         plot(result, out_dir / f"{stem}.png", {m for m, extra in METHODS.items() if extra is None})
         plot_per_class(result, out_dir / f"{stem}-per-class.png")
+        costs.plot_costs(result, out_dir / f"{stem}-cost.png", {m for m, extra in METHODS.items() if extra is None})
         write_atomic(out_dir / f"{stem}.md", render_markdown(result))
         return result
 
@@ -361,6 +367,18 @@ def run_benchmark(
     return result
 
 
+def run_budgets(dataset: str, budgets: list[int], methods: list[str] | None = None, seeds: int | None = None,
+                profile: str = "quick", out_dir: Path | None = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The benchmark at several token budgets, and test F1 against budget per method (sweep.py)."""
+    if dataset not in DATASETS or profile not in PROFILES:
+        raise BenchError(f"unknown dataset or profile: {dataset!r}, {profile!r}")
+    if not budgets or min(budgets) < 1:
+        raise BenchError("--budgets needs one or more positive token counts, e.g. 3000,6000,12000")
+    return sweep.run_budgets(run_benchmark, tables.write_budgets, DATASETS[dataset].profiles[profile], dataset,
+                             budgets, methods, seeds, profile, Path(out_dir) if out_dir is not None else OUT,
+                             *args, **kwargs)
+
+
 def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], float]:
     """The successful runs of an earlier, stopped benchmark with the same settings (--resume),
     and the minutes it had spent (0 when none of its runs is kept)."""
@@ -380,25 +398,3 @@ def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int
             if r.get("error") is None and r["method"] in head["methods"] and seeds.get(r["seed"]) == {
                 "sampling": r.get("sampling"), "student": r.get("student")}}
     return kept, earlier["minutes"] if kept else 0.0
-
-
-def main() -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", choices=list(DATASETS))
-    parser.add_argument("--methods", default=None, help="comma-separated, e.g. evokd,static")
-    parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--profile", default="quick", choices=list(PROFILES))
-    parser.add_argument("--base-url", default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--data", type=Path, default=None, help="the dataset's directory (default ../shared/data/NAME)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--resume", action="store_true", help="keep the finished runs of a stopped benchmark")
-    args = parser.parse_args()
-    run_benchmark(args.dataset, args.methods.split(",") if args.methods else None, args.seeds, args.profile,
-                  args.out, args.base_url, data_dir=args.data, overrides=args.overrides, resume=args.resume)
-
-
-if __name__ == "__main__":
-    main()

@@ -95,6 +95,19 @@ def render_markdown(result: dict[str, Any]) -> str:
         for method, c in comparisons.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
                          f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
+    if any(summary[m].get("price") for m in result["methods"]):
+        lines += ["", "What the teacher cost (price: input-token equivalents, an output token priced as 4 input "
+                  "tokens; teacher seconds: time in teacher calls):", "",
+                  "| method | tokens in | tokens out | price | teacher seconds |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {fmt(summary[m].get('tokens_in'), 0)} | {fmt(summary[m].get('tokens_out'), 0)} | "
+                  f"{fmt(summary[m].get('price'), 0)} | {fmt(summary[m].get('seconds'), 0)} |"
+                  for m in result["methods"] if summary[m].get("price")]
+        if comparisons:
+            lines += ["", "| | EvoKD − static, best dev F1 at equal price | at equal teacher seconds |",
+                      "|---|---|---|"]
+            lines += [f"| {m} | {fmt(c.get('minus_static_at_equal_price'), sign=True)} | "
+                      f"{fmt(c.get('minus_static_at_equal_seconds'), sign=True)} |" for m, c in comparisons.items()]
+        lines += ["", f"![dev F1 against tokens, price and teacher seconds]({result.get('cost_plot')})"]
     notes = [f"- {method}: not run ({reason})" for method, reason in result["skipped"].items()]
     notes += [f"- {r['method']} seed {r['seed']} failed: {r['error']}" for r in result["runs"] if r.get("error")]
     lines += ["", *notes] if notes else []
@@ -208,3 +221,57 @@ def print_table(result: dict[str, Any], console: Console) -> None:
         console.print(f"{method} − static: {fmt(c['minus_static'], sign=True)} "
                       f"(best dev F1 at equal tokens {fmt(c['minus_static_at_equal_tokens'], sign=True)}); "
                       f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)
+
+
+def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Console) -> dict[str, Any]:
+    """Test F1 (else dev F1) of each method at each budget of a sweep: JSON, markdown and a plot."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from evokd.core.trace import write_atomic
+
+    budgets = sorted(results)
+    first = results[budgets[0]]
+    methods = list(dict.fromkeys(m for b in budgets for m in results[b]["methods"]))
+    f1 = {m: {str(b): results[b]["summary"].get(m, {}).get("f1") for b in budgets} for m in methods}
+    minus_static = {m: {str(b): results[b]["comparisons"].get(m, {}).get("minus_static") for b in budgets}
+                    for m in EVOKD if any(m in results[b]["comparisons"] for b in budgets)}
+    combined = {"dataset": first["dataset"], "profile": first["profile"], "metric": first["metric"],
+                "has_test": first["has_test"], "budgets": budgets, "seeds": first["seeds"], "f1": f1,
+                "minus_static": minus_static}
+    split = "test" if first["has_test"] else "dev"
+    lines = [f"# Budget sweep: {first['dataset']} ({first['profile']} profile)", "",
+             f"{split} {first['metric']} of the best dev round, mean ± std over {len(first['seeds'])} seed(s), "
+             "at each teacher-token budget (the round cap grows with the budget, so the budget stops a run).", "",
+             "| method | " + " | ".join(f"{b:,} tokens" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
+    lines += [f"| {m} | " + " | ".join(fmt(f1[m][str(b)]) for b in budgets) + " |" for m in methods]
+    if minus_static:
+        lines += ["", "| | " + " | ".join(f"− static at {b:,}" for b in budgets) + " |",
+                  "|---|" + "---|" * len(budgets)]
+        lines += [f"| {m} | " + " | ".join(fmt(d[str(b)], sign=True) for b in budgets) + " |"
+                  for m, d in minus_static.items()]
+    lines += ["", f"![{split} F1 against budget]({stem.name}.png)", ""]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for m in methods:
+        points = [(b, f1[m][str(b)]) for b in budgets if f1[m][str(b)]]
+        if points:
+            ax.errorbar([b for b, _ in points], [s["mean"] for _, s in points], yerr=[s["std"] for _, s in points],
+                        marker="o", capsize=3, label=m)
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+    ax.set_xlabel("teacher-token budget per run", fontsize=11)
+    ax.set_ylabel(f"{split} {first['metric']}", fontsize=11)
+    ax.set_title(f"{first['dataset']} ({first['profile']}): {split} F1 against budget", fontsize=12)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    plt.close(fig)
+    write_atomic(stem.with_suffix(".json"), json.dumps(combined, indent=1) + "\n")
+    write_atomic(stem.with_suffix(".md"), "\n".join(lines))
+    console.print("\n".join(lines[:-2]), highlight=False)
+    return combined

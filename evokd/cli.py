@@ -243,14 +243,24 @@ def bench(
     = None,
     resume: Annotated[bool, typer.Option(help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
+    budgets: Annotated[str | None, typer.Option(help="a sweep: comma-separated token budgets, e.g. 3000,6000,12000")]
+    = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget."""
+    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget (or a sweep)."""
     _setup_logging(verbose)
     harness = _bench_harness()
+    chosen = methods.split(",") if methods else None
+    common = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume}
     try:
-        harness.run_benchmark(dataset, methods.split(",") if methods else None, seeds, profile, out, base_url,
-                              data_dir=data, overrides=list(set_ or []), console=console, resume=resume)
+        sweep = harness.sweep.parse_budgets(budgets) if budgets else None
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        if sweep:
+            harness.run_budgets(dataset, sweep, chosen, seeds, profile, out, base_url, **common)
+        else:
+            harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, **common)
     except (*_known_errors(), harness.BenchError) as exc:
         fail(str(exc))
 

@@ -76,7 +76,14 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     data = json.loads(stem.with_suffix(".json").read_text())
     assert data["methods"] == methods and set(data["summary"]) == set(methods)
     assert data["settings"]["max_tokens"] == 3000
-    assert set(data["comparisons"]["evokd"]) == {"minus_static", "minus_static_at_equal_tokens", "over_full"}
+    assert set(data["comparisons"]["evokd"]) == {"minus_static", "minus_static_at_equal_tokens", "over_full",
+                                                 "minus_static_at_equal_price", "minus_static_at_equal_seconds"}
+    # Each graph run records what it spent per round: tokens in and out, teacher seconds (costs.py).
+    spend = runs["evokd"]["spend"]
+    assert len(spend) == 2 and spend[0][:3] == [0, 0, 0.0] and spend[-1][0] > 0 and spend[-1][1] > 0
+    assert data["summary"]["evokd"]["price"]["mean"] == pytest.approx(spend[-1][0] + 4 * spend[-1][1])
+    assert "at equal price" in (out / "sentiment-quick.md").read_text()
+    assert (out / "sentiment-quick-cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert data["comparisons"]["evokd"]["over_full"]["n"] == 1
     markdown = stem.with_suffix(".md").read_text()
     for method in methods:
@@ -208,3 +215,28 @@ def test_spending_reads_a_recorded_run() -> None:
     assert sum(got["reasons"].values()) == got["generated"] - got["accepted"] == sum(
         1 for s in samples if s["intent"] != "seed" and not s["accepted"])
     assert spending.reason_kind("entity 'the city' not found in the text") == "entity not found in the text"
+
+
+def test_budget_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # The round cap grows with the budget so that the budget, not the cap, stops a run.
+    assert harness.sweep.budget_overrides(20, 6000, 3000) == ["loop.max_tokens=3000"]
+    assert harness.sweep.budget_overrides(20, 6000, 12000) == [
+        "loop.max_tokens=12000", "loop.max_rounds=40", "loop.patience=40"]
+    teacher = BenchTeacher()
+    out = tmp_path / "out"
+    combined = harness.run_budgets(
+        "sentiment", [1500, 3000], ["static", "no-aug"], seeds=1, out_dir=out, runs_dir=tmp_path / "runs",
+        overrides=[f"student.model={json.dumps(str(tiny_model_dir))}", "student.max_length=32",
+                   "student.seed_epochs=2", "student.epochs_per_round=1", "loop.n_hard=2", "loop.n_easy=2"],
+        chat_model_factory=lambda method: ScriptedChatModel(script=teacher),
+        console=Console(file=(tmp_path / "console.txt").open("w"), width=200))
+    # The profile's own budget (3000 for the demo) keeps its usual file; the other gets its own.
+    low = json.loads((out / "sentiment-quick-1500tok.json").read_text())
+    assert low["settings"]["max_tokens"] == 1500 and low["summary"]["static"]["tokens"]["mean"] <= 1500 + 200
+    assert json.loads((out / "sentiment-quick.json").read_text())["settings"]["max_tokens"] == 3000
+    assert combined["budgets"] == [1500, 3000] and set(combined["f1"]) == {"static", "no-aug"}
+    assert all(combined["f1"]["static"][b] is not None for b in ("1500", "3000"))
+    assert "| static |" in (out / "sentiment-quick-budgets.md").read_text()
+    assert (out / "sentiment-quick-budgets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="budgets"):
+        harness.sweep.parse_budgets("3000,lots")
