@@ -81,6 +81,14 @@ def apply(record: SampleRecord, verdict: Verdict) -> None:
     record.accepted = verdict.accepted
 
 
+def with_entities(record: SampleRecord, entities: list[dict[str, str]], label: str, ctx: Context) -> None:
+    """NER: the entities a sentence was written with, aligned to its tokens by the Verifier's span
+    rules; a sentence asked for an entity of type `label` and holding none is rejected."""
+    apply(record, judge(record.text, entities, ctx.cfg.task))
+    if record.reason is None and f"B-{label}" not in (record.tags or []):
+        record.reason = f"no {label} entity in the sentence"
+
+
 def dumped(records: list[SampleRecord]) -> list[dict[str, Any]]:
     return [r.model_dump(mode="json") for r in records]
 
@@ -221,9 +229,9 @@ def near_duplicates(texts: list[str], kept: list[str], encoder: Any, threshold: 
 
 
 def confirm(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The default loop's Verifier. After the cheap checks and the near-duplicate check, the texts the
-    student labels otherwise than intended (`loop.verify = "contested"`; or the hard ones, or all)
-    are labelled blind and kept when the Verifier confirms the intended label (entities)."""
+    """The default loop's Verifier. After the cheap checks and the near-duplicate check, the hard texts
+    (`loop.verify`; or all of them, or those the student labels otherwise than intended) are labelled
+    blind and kept when the Verifier confirms the intended label (for NER: the intended entities)."""
     ctx = runtime.context
     loop, task = ctx.cfg.loop, ctx.cfg.task
     ner = task.type == "ner"
@@ -233,9 +241,7 @@ def confirm(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         if not ner:
             record.label = cand["annotation"]  # what the text was written for, kept or not
         elif record.reason is None:
-            apply(record, judge(record.text, cand["annotation"], task))
-            if record.reason is None and f"B-{cand['label']}" not in (record.tags or []):
-                record.reason = f"no {cand['label']} entity in the sentence"
+            with_entities(record, cand["annotation"], cand["label"], ctx)
     kept = [s["text"] for s in state.get("samples", []) if s["accepted"]]
     open_ = [i for i, r in enumerate(records) if r.reason is None]
     twins = near_duplicates([records[i].text for i in open_], kept, ctx.holder.encoder(), loop.dedup_cosine)
@@ -326,10 +332,8 @@ def _texts_round(state: RunState, ctx: Context, *, method: str, n: int,
                                   accepted=False, method=method)
             record.reason = precheck(text, seen, ctx.data.eval_keys, loop.max_text_chars)
             if ner and record.reason is None:
-                entities = keep if keep is not None else [e.model_dump() for e in item.entities]
-                apply(record, judge(text, entities, task))
-                if record.reason is None and f"B-{label}" not in (record.tags or []):
-                    record.reason = f"no {label} entity in the sentence"
+                with_entities(record, keep if keep is not None else [e.model_dump() for e in item.entities],
+                              label, ctx)
             record.accepted = record.reason is None
             records.append(record)
     return {"batch": dumped(records), "usage": usage_of(calls, ctx)}

@@ -36,12 +36,14 @@ def one_round(config: Path, runs: Path, *extra: str) -> Path:
     return run
 
 
-def check_run(run: Path) -> list[LLMCall]:
+def check_run(run: Path, paper: bool = False) -> list[LLMCall]:
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1]
     assert 0.0 <= metrics[1]["f1"] <= 1.0
     calls = [r for r in read_trace(run / "trace.jsonl") if isinstance(r, LLMCall)]
-    assert {c.node for c in calls} >= {"analyst", "generator", "verifier"}
+    # The default loop has nothing to analyse in round 1 (the seed set the student was fitted on);
+    # the paper's Analyst reads it all the same.
+    assert {c.node for c in calls} >= ({"analyst", "generator", "verifier"} if paper else {"generator", "verifier"})
     assert any(c.parsed is not None and c.tokens_out > 0 for c in calls if c.node == "verifier")
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert any(s["round"] == 1 for s in samples), "the teacher generated nothing"
@@ -53,7 +55,7 @@ def check_run(run: Path) -> list[LLMCall]:
 
 def test_classification_round_with_embedded_teacher(tmp_path: Path) -> None:
     run = one_round(ROOT / "examples" / "sentiment" / "config.toml", tmp_path / "runs",
-                    "--set", "loop.n_hard=3", "--set", "loop.n_easy=3")
+                    "--set", "loop.n_hard=2", "--set", "loop.n_easy=2")
     check_run(run)
     # The teacher evokd started for the run is gone with it.
     assert (run / "teacher-server.log").exists()
@@ -82,11 +84,12 @@ def test_ner_round_with_embedded_teacher(tmp_path: Path) -> None:
 def test_base_url_of_a_server_started_by_hand(tmp_path: Path) -> None:
     gguf = assemble_weights(WEIGHTS[SMALL])
     with TeacherServer(gguf, tmp_path / "logs", model_alias="hand-started") as server:
+        # The paper's loop here, so that both loops meet the real teacher.
         run = one_round(ROOT / "examples" / "sentiment" / "config.toml", tmp_path / "runs",
                         "--base-url", server.base_url, "--model", "hand-started",
-                        "--set", 'llm.structured="json_object_schema"',
+                        "--set", 'llm.structured="json_object_schema"', "--set", 'loop.method="evokd-paper"',
                         "--set", "loop.n_hard=2", "--set", "loop.n_easy=2")
         header = next(r for r in read_trace(run / "trace.jsonl") if isinstance(r, RunHeader))
         assert header.teacher_url == server.base_url
         assert not (run / "teacher-server.log").exists()  # evokd started no teacher of its own
-    check_run(run)
+    check_run(run, paper=True)
