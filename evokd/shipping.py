@@ -59,7 +59,7 @@ def predict_command(
         from evokd.student.onnx_predict import load_exported
 
         predictor, meta = load_exported(onnx)
-        task_type, default_column = meta["task_type"], "text"
+        task_type, default_column = meta["task_type"], meta.get("text_column", "text")
         run_cfg = None
     else:
         from evokd.config import load_config
@@ -143,5 +143,6 @@ def export_command(run_dir: Path, out_dir: Path, fmt: str, quantize: str | None,
                   f"accuracy PyTorch {check.torch_accuracy:.4f}, ONNX {check.onnx_accuracy:.4f}",
                   highlight=False, soft_wrap=True)
     console.print(f"[bold green]exported[/] {report.directory} (model.onnx {report.model_bytes / 1e6:.1f} MB"
-                  f"{', int8' if quantize else ''}, {report.seconds:.0f} s); see its README.md",
+                  f"{', int8: ' + report.int8_step if report.int8_step else ''}, {report.seconds:.0f} s); "
+                  "see its README.md",
                   highlight=False, soft_wrap=True)
