@@ -85,6 +85,8 @@ def predict_command(
     else:
         raise PredictError("no texts: give them as arguments, with --input FILE, or on standard input")
 
+    if not inputs.items:
+        err.print("[yellow]no texts to label[/]", highlight=False)
     if predictor is None:
         assert run_cfg is not None and target is not None
         student_dir = target / "student"

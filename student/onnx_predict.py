@@ -55,6 +55,9 @@ class OnnxBackend:
             raise ExportError("running an ONNX export needs onnxruntime: pip install 'evokd[onnx]'") from exc
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # Threads wait passively, as evokd sets OMP_WAIT_POLICY for torch: on a small machine shared with
+        # the teacher or other jobs, spinning threads steal the cores the work needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
             threads = int(os.environ["OMP_NUM_THREADS"])
         if threads:
