@@ -173,8 +173,13 @@ def _readme(meta: dict[str, Any]) -> str:
     ner = meta["task_type"] == "ner"
     example = "Barack Obama visited Paris." if ner else "A gripping, beautifully acted film."
     decode = (
-        "# logits: [batch, sub-tokens, tags]; each word's tag is the argmax on its first sub-token\n"
-        "# (encoding.word_ids), tag names are labels[i] (BIO: O, B-TYPE, I-TYPE)."
+        "# logits: [batch, sub-tokens, tags]; a word's tag is the argmax on its first sub-token\n"
+        "tags, previous = [], None\n"
+        "for position, word in enumerate(enc.word_ids):\n"
+        "    if word is not None and word != previous:\n"
+        "        tags.append(labels[int(logits[0, position].argmax())])\n"
+        "    previous = word\n"
+        "print(tags)  # BIO tags, one per word"
         if ner else
         "probs = np.exp(logits - logits.max(-1, keepdims=True))\n"
         "probs /= probs.sum(-1, keepdims=True)\n"
