@@ -3,6 +3,8 @@
     python benchmarks/student_vs_teacher.py --sst2-run RUN --conll-run RUN [--base-url URL]
         [--teacher-b1 48] [--conll-n 300] [--keep-teacher] [--skip-teacher]
 
+Either run may be left out: a dataset not measured keeps its entry in the JSON from earlier.
+
 Texts: SST-2 dev (GLUE's, 872 labelled sentences: ../shared/data/sst2/test.tsv) and a seeded
 sample of CoNLL-2003 test sentences (../shared/data/conll2003/test.txt). Systems:
 
@@ -385,12 +387,11 @@ def main() -> None:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    earlier = json.loads(args.out.read_text()) if args.keep_teacher and args.out.exists() else {}
-    result: dict[str, Any] = {
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
-        "machine": f"{os.cpu_count()} CPU cores, shared", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "datasets": {},
-    }
+    # Datasets not measured in this invocation keep their earlier entries, so each can be rerun alone.
+    earlier = json.loads(args.out.read_text()) if args.out.exists() else {}
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    result: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores, shared with other jobs",
+                              "datasets": dict(earlier.get("datasets", {}))}
 
     def write() -> None:
         result["headline"] = headline(result)
@@ -409,7 +410,8 @@ def main() -> None:
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         best_dev = max((m.get("dev", {}).get("f1", m.get("dev_f1", 0.0)) or 0.0 for m in metrics), default=None)
         n = len(eval_samples(dataset, cfg, args.conll_n))
-        entry: dict[str, Any] = {"run": str(run_dir), "n": n, "run_dev_f1": best_dev, "systems": {},
+        entry: dict[str, Any] = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                 "run": str(run_dir), "n": n, "run_dev_f1": best_dev, "systems": {},
                                  "export_checks": {}}
         result["datasets"][dataset] = entry
         exports = {}
@@ -426,9 +428,8 @@ def main() -> None:
         elif not args.skip_teacher:
             entry["systems"]["teacher"] = run_teacher(dataset, run_dir, args.base_url, args.teacher_b1,
                                                       args.conll_n, say)
+        entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write()
-    result["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    write()
     print_table(result)
     print(render_markdown(result))
 

@@ -13,6 +13,7 @@ from typing import TextIO
 from rich.console import Console
 
 from evokd.student.predict_io import Inputs, items_from_args, output_format, read_inputs, render, write_atomic
+from evokd.student.predictor import Predictor, Result
 
 PROGRESS_FROM = 256  # texts; fewer finish before a progress bar would be worth drawing
 
@@ -107,7 +108,7 @@ def predict_command(
     _report(inputs, results, output, err)
 
 
-def _predict_with_progress(predictor, inputs: Inputs, batch_size: int, err: Console):
+def _predict_with_progress(predictor: Predictor, inputs: Inputs, batch_size: int, err: Console) -> list[Result]:
     items = inputs.items
     if len(items) < PROGRESS_FROM:
         return predictor.predict(items, batch_size=batch_size)
@@ -120,7 +121,7 @@ def _predict_with_progress(predictor, inputs: Inputs, batch_size: int, err: Cons
                                  on_batch=lambda n: progress.advance(task, n))
 
 
-def _report(inputs: Inputs, results: list, output: Path | None, err: Console) -> None:
+def _report(inputs: Inputs, results: list[Result], output: Path | None, err: Console) -> None:
     truncated = sum(r.truncated for r in results)
     if output is not None:
         err.print(f"{len(results)} predictions -> {output}", highlight=False, soft_wrap=True)

@@ -131,3 +131,23 @@ def test_predict_accepts_the_export_directory_and_a_run_before_onnx(run: Path, e
     assert direct.exit_code == with_run.exit_code == torch_side.exit_code == 0
     labels = [[json.loads(line)["label"] for line in r.stdout.splitlines()] for r in (direct, with_run, torch_side)]
     assert labels[0] == labels[1] == labels[2] and len(labels[0]) == 3
+
+
+def test_int8_keeps_more_in_fp32_until_the_check_passes(run: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = export_module.self_check
+    calls: list[int] = []
+
+    def strict_first(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:  # pretend full int8 fell short
+            result.passed = False
+        return result
+
+    monkeypatch.setattr(export_module, "self_check", strict_first)
+    report = export_module.export_onnx(run, tmp_path / "int8", "int8")
+    meta = json.loads((tmp_path / "int8" / "evokd-export.json").read_text())
+    assert len(calls) == 2 and report.int8_step == export_module.INT8_STEPS[1][0] == meta["int8"]["step"]
+    assert meta["int8"]["fp32_matmuls"] == 2  # the tiny BERT's two attention output projections
+    assert not (tmp_path / "int8" / "model.fp32.onnx").exists()
