@@ -46,11 +46,11 @@ BATCH = 32
 DATASETS = {"sst2": SHARED / "sst2" / "test.tsv", "conll2003": SHARED / "conll2003" / "test.txt"}
 
 
-def eval_samples(dataset: str, cfg: Any, conll_n: int) -> list[Any]:
+def eval_samples(dataset: str, cfg: Any, limit: int | None) -> list[Any]:
+    """The dataset's texts, or a seeded sample of `limit` of them (input order kept)."""
     from evokd.student.data import cap, read_samples
 
-    samples = read_samples(DATASETS[dataset], cfg.task)
-    return cap(samples, conll_n, 13) if dataset == "conll2003" else samples
+    return cap(read_samples(DATASETS[dataset], cfg.task), limit, 13)
 
 
 def items_of(samples: list[Any], task_type: str) -> list[Any]:
@@ -88,12 +88,12 @@ def dir_bytes(path: Path, skip: tuple[str, ...] = ("README.md",)) -> int:
 # ------------------------------------------------------------------------------------------ students
 
 
-def worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None, conll_n: int) -> dict[str, Any]:
+def worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None, limit: int | None) -> dict[str, Any]:
     """One student system on one dataset, in this (fresh) process."""
     from evokd.config import load_config
 
     cfg = load_config(run_dir / "config.toml")
-    samples = eval_samples(dataset, cfg, conll_n)
+    samples = eval_samples(dataset, cfg, limit)
     items = items_of(samples, cfg.task.type)
     started = time.perf_counter()
     if system == "pytorch":
@@ -139,9 +139,11 @@ def worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None, co
             "torch_imported": "torch" in sys.modules}
 
 
-def run_worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None, conll_n: int) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--worker", system, "--dataset", dataset, "--run", str(run_dir),
-               "--conll-n", str(conll_n)]
+def run_worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None,
+               limit: int | None) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--worker", system, "--dataset", dataset, "--run", str(run_dir)]
+    if limit is not None:
+        command += ["--limit", str(limit)]
     if export_dir is not None:
         command += ["--export-dir", str(export_dir)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -189,7 +191,7 @@ def teacher_tags(tokens: list[str], entities: list[Any] | None, types: list[str]
     return normalise_bio(tags), True
 
 
-def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, conll_n: int,
+def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, limit: int | None,
                 say: Any) -> dict[str, Any]:
     from evokd.agents.llm import StructuredOutputError, Teacher, make_chat_model, resolve_mode
     from evokd.agents.prompts import PromptSet
@@ -198,7 +200,7 @@ def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, conl
 
     cfg = load_config(run_dir / "config.toml")
     task = cfg.task
-    samples = eval_samples(dataset, cfg, conll_n)
+    samples = eval_samples(dataset, cfg, limit)
     prompts = PromptSet(task.type, cfg.prompts_dir)
     size = cfg.loop.verifier_batch_size
     if base_url:
@@ -372,6 +374,7 @@ def main() -> None:
     parser.add_argument("--base-url", default=None)
     parser.add_argument("--teacher-b1", type=int, default=48, help="texts the teacher labels one per call")
     parser.add_argument("--conll-n", type=int, default=300)
+    parser.add_argument("--sst2-n", type=int, default=None, help="a seeded sample of the 872 SST-2 sentences")
     parser.add_argument("--skip-teacher", action="store_true")
     parser.add_argument("--keep-teacher", action="store_true", help="reuse the teacher rows of an earlier JSON")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -379,9 +382,10 @@ def main() -> None:
     parser.add_argument("--dataset", choices=tuple(DATASETS))
     parser.add_argument("--run", type=Path)
     parser.add_argument("--export-dir", type=Path)
+    parser.add_argument("--limit", type=int, default=None)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.dataset, args.run, args.export_dir, args.conll_n)))
+        print(json.dumps(worker(args.worker, args.dataset, args.run, args.export_dir, args.limit)))
         return
 
     def say(message: str) -> None:
@@ -409,7 +413,8 @@ def main() -> None:
         cfg = load_config(run_dir / "config.toml")
         metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
         best_dev = max((m.get("dev", {}).get("f1", m.get("dev_f1", 0.0)) or 0.0 for m in metrics), default=None)
-        n = len(eval_samples(dataset, cfg, args.conll_n))
+        limit = args.conll_n if dataset == "conll2003" else args.sst2_n
+        n = len(eval_samples(dataset, cfg, limit))
         entry: dict[str, Any] = {"command": command, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                  "run": str(run_dir), "n": n, "run_dev_f1": best_dev, "systems": {},
                                  "export_checks": {}}
@@ -420,14 +425,13 @@ def main() -> None:
             exports[name], entry["export_checks"][name] = export(run_dir, quantize, say)
         for system in STUDENTS:
             say(f"  {system}")
-            entry["systems"][system] = run_worker(system, dataset, run_dir, exports.get(system), args.conll_n)
+            entry["systems"][system] = run_worker(system, dataset, run_dir, exports.get(system), limit)
             write()
         old = earlier.get("datasets", {}).get(dataset, {}).get("systems", {}).get("teacher")
         if args.keep_teacher and old:
             entry["systems"]["teacher"] = old
         elif not args.skip_teacher:
-            entry["systems"]["teacher"] = run_teacher(dataset, run_dir, args.base_url, args.teacher_b1,
-                                                      args.conll_n, say)
+            entry["systems"]["teacher"] = run_teacher(dataset, run_dir, args.base_url, args.teacher_b1, limit, say)
         entry["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write()
     print_table(result)
