@@ -122,34 +122,54 @@ def _quote(value: str) -> str:
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder (its best student is used)")],
-    texts: Annotated[list[str], typer.Argument(help="texts to label")],
+    run_dir: Annotated[Path | None, typer.Argument(help="a run folder (its best student), or an export directory")]
+    = None,
+    texts: Annotated[list[str] | None, typer.Argument(help="texts to label (else --input FILE or standard input)")]
+    = None,
+    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="CSV, TSV, JSONL, text (one per line) "
+                                                    "or, for NER, CoNLL file; '-' for standard input")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="CSV or JSONL file (default: standard output)")]
+    = None,
+    format_: Annotated[str | None, typer.Option("--format", help="jsonl or csv (default: --output's extension, "
+                                                "else jsonl)")] = None,
+    input_format: Annotated[str, typer.Option(help="auto, lines, csv, tsv, jsonl or conll")] = "auto",
+    text_column: Annotated[str | None, typer.Option(help="column or field with the text (default: the run's "
+                                                    "task.text_column, else 'text')")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="an `evokd export` directory: run it with onnxruntime, no torch")]
+    = None,
+    skip_bad: Annotated[bool, typer.Option(help="leave malformed lines out (and count them) instead of stopping")]
+    = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
-    """Label texts with a run's best student."""
-    from evokd.graph.runner import resume_config
-    from evokd.student.model import load_student
+    """Label texts (or tag entities) with a run's best student or an ONNX export; CSV or JSONL out."""
+    from evokd.config import ConfigError
+    from evokd.shipping import PredictError, predict_command
+    from evokd.student.data import DataError
+    from evokd.student.onnx_predict import ExportError
+
+    try:  # the --onnx path imports no torch, so neither does this list of errors (unlike _known_errors)
+        predict_command(run_dir, texts or [], input_file=input_file, output=output, fmt=format_,
+                        input_format=input_format, text_column=text_column, onnx=onnx, skip_bad=skip_bad,
+                        batch_size=batch_size, err=err)
+    except (ConfigError, DataError, FileNotFoundError, PredictError, ExportError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder (its best student is exported)")],
+    out_dir: Annotated[Path, typer.Argument(help="directory to write (replaces an earlier export there)")],
+    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (smaller, faster on CPU)")] = None,
+) -> None:
+    """Export a run's best student to ONNX, checked against the PyTorch student on the run's dev data."""
+    from evokd.shipping import PredictError, export_command
+    from evokd.student.onnx_predict import ExportError
 
     try:
-        cfg, run = resume_config(run_dir)
-    except _known_errors() as exc:
+        export_command(run_dir, out_dir, format_, quantize, console)
+    except (*_known_errors(), PredictError, ExportError) as exc:
         fail(str(exc))
-    if not run.student.exists():
-        fail(f"{run.student}: no student saved yet")
-    from evokd.student.data import Sample, tokenize
-
-    student = load_student(run.student, cfg.task, cfg.student)
-    if cfg.task.type == "ner":
-        samples = [Sample(text=t, tokens=tokenize(t)) for t in texts]
-    else:
-        samples = [Sample(text=t) for t in texts]
-    for sample, pred in zip(samples, student.predict(samples), strict=True):
-        if pred.label is not None:
-            conf = f" ({pred.probs[pred.label]:.2f})" if pred.probs else ""
-            console.print(f"[bold]{pred.label}[/]{conf}\t{sample.text}", highlight=False)
-        else:
-            tagged = " ".join(f"{tok}/{tag}" if tag != "O" else tok
-                              for tok, tag in zip(sample.tokens or [], pred.tags or [], strict=True))
-            console.print(tagged, highlight=False)
 
 
 @app.command()
