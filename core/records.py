@@ -114,6 +114,8 @@ class RoundMetrics(BaseModel):
     cost: float
     seconds: dict[str, float]
     best_round: int
+    # Mean training loss over the round's last epoch; None when the round trained on nothing.
+    train_loss: float | None = None
     method: str = "evokd"
     # Cumulative llm/train/eval/total seconds at the end of the round (the next round's baseline).
     usage_at_end: dict[str, float] = {}

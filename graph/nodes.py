@@ -66,7 +66,8 @@ def _round_seconds(state: RunState, own: dict[str, float]) -> dict[str, float]:
 
 
 def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, batch: list[dict],
-                  train_size: int, own: dict[str, float], started: float) -> dict[str, Any]:
+                  train_size: int, own: dict[str, float], started: float,
+                  train_loss: float | None = None) -> dict[str, Any]:
     """Evaluate on dev, checkpoint, track the best round and write the round's files."""
     t0 = time.time()
     report, predictions = student.score(ctx.data.dev, student.predict(ctx.data.dev))
@@ -90,7 +91,7 @@ def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, ba
         round=round, f1=report.f1, dev=report.model_dump(mode="json"), accepted=accepted,
         rejected=len(batch) - accepted, train_size=train_size,
         tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
-        cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round,
+        cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round, train_loss=train_loss,
         method=ctx.cfg.loop.method,
         usage_at_end={k: usage.get(k, 0.0) + own.get(k, 0.0) for k in ("llm", "train", "eval", "total")},
     ).model_dump(mode="json")
@@ -117,11 +118,11 @@ def seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                           tags=s.tags, accepted=True, method=ctx.cfg.loop.method).model_dump(mode="json")
              for s in ctx.data.seed]
     t0 = time.time()
-    student.fit(ctx.data.seed, epochs=ctx.cfg.student.seed_epochs, seed=ctx.cfg.student.seed,
-                on_step=lambda done, total: ctx.events.progress("seed training", done, total))
+    fitted = student.fit(ctx.data.seed, epochs=ctx.cfg.student.seed_epochs, seed=ctx.cfg.student.seed,
+                         on_step=lambda done, total: ctx.events.progress("seed training", done, total))
     own = {"train": time.time() - t0}
     update = _finish_round({**state, "round": 0}, ctx, round=0, student=student, batch=batch,
-                           train_size=len(ctx.data.seed), own=own, started=started)
+                           train_size=len(ctx.data.seed), own=own, started=started, train_loss=fitted.loss)
     return {**update, "round": 0, "latest": batch}
 
 
@@ -187,15 +188,16 @@ def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, A
         epochs = ctx.cfg.student.epochs_per_round
     train = [to_sample(s) for s in [*accepted, *seed_samples, *replay]]
     own: dict[str, float] = {"train": 0.0}
+    loss = None
     if accepted:
         t0 = time.time()
         if restart:
             student = ctx.holder.fresh()
-        student.fit(train, epochs=epochs, seed=ctx.cfg.student.seed + round,
-                    on_step=lambda done, total: ctx.events.progress("training", done, total))
+        loss = student.fit(train, epochs=epochs, seed=ctx.cfg.student.seed + round,
+                           on_step=lambda done, total: ctx.events.progress("training", done, total)).loss
         own["train"] = time.time() - t0
     update = _finish_round(state, ctx, round=round, student=student, batch=batch,
-                           train_size=len(train) if accepted else 0, own=own, started=started)
+                           train_size=len(train) if accepted else 0, own=own, started=started, train_loss=loss)
     # A round that accepted nothing leaves the previous batch as the one to probe next.
     return {**update, "latest": accepted or state.get("latest", [])}
 
