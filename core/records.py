@@ -116,6 +116,8 @@ class RoundMetrics(BaseModel):
     cost: float
     seconds: dict[str, float]
     best_round: int
+    # Mean training loss over the round's last epoch; None when the round trained on nothing.
+    train_loss: float | None = None
     method: str = "evokd"
     # Cumulative llm/train/eval/total seconds at the end of the round (the next round's baseline).
     usage_at_end: dict[str, float] = {}
@@ -162,6 +164,21 @@ class EvalReport(BaseModel):
     errors: dict[str, int] | None = None
 
 
+class DevPredictions(BaseModel):
+    """rounds/round_NNN/dev_predictions.json: what the round's student predicted on each dev
+    example, just enough to resample the dev set (the report's bootstrap interval of the F1).
+
+    Classification: the gold and predicted label of every dev text as indices into `labels`
+    (-1: a prediction outside the label set). NER: per dev sentence, the entities predicted
+    correctly, predicted and in the gold tags, which is all micro-F1 is computed from."""
+
+    task: Literal["classification", "ner"]
+    labels: list[str]
+    gold: list[int] = []
+    predicted: list[int] = []
+    entity_counts: list[tuple[int, int, int]] = []
+
+
 class RunResult(BaseModel):
     """result.json, written by the `finish` node: what summary.md says, for programs to read."""
 
@@ -174,6 +191,9 @@ class RunResult(BaseModel):
     teacher_model: str
     teacher_url: str
     student_model: str
+    # The teacher as a person names it: the embedded weights, or the model at an endpoint.
+    teacher: str = ""
+    budget: dict[str, float | int] = {}
     stop_reason: str | None = None
     stop_detail: str = ""
     rounds: int

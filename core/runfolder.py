@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from evokd.core.trace import write_atomic
 
@@ -15,6 +17,23 @@ def new_run_id(name: str) -> str:
     stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime())
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)[:40] or "run"
     return f"{stamp}-{safe}"
+
+
+def describe_teacher(config: dict[str, Any]) -> str:
+    """The teacher of a run's config (as a dict), as a person names it: the embedded weights (the
+    embedded server's address dies with the run) or the model at its endpoint."""
+    llm, teacher = config.get("llm", {}), config.get("teacher", {})
+    if llm.get("base_url"):
+        return f"{llm.get('model', '?')} at {llm['base_url']}"
+    weights = Path(teacher["gguf"]).name if teacher.get("gguf") else teacher.get("weights", "?")
+    return f"{weights} (embedded llama.cpp teacher)"
+
+
+def describe_budget(config: dict[str, Any]) -> dict[str, float | int]:
+    """The limits a run's config sets: max_rounds, and max_tokens, max_cost, max_minutes if set."""
+    loop = config.get("loop", {})
+    return {key: loop[key] for key in ("max_rounds", "max_tokens", "max_cost", "max_minutes")
+            if loop.get(key) is not None}
 
 
 @dataclass(frozen=True)
@@ -51,10 +70,12 @@ class RunFolder:
         return self.rounds / f"round_{round:03d}" / "student"
 
     def keep_best(self, checkpoint: Path) -> None:
-        """Copy a round's checkpoint to student/, swapping it in with a rename."""
+        """Make student/ the round's checkpoint, swapping it in with a rename. The files are hard
+        links to the checkpoint's (a save never rewrites a file in place, it swaps in a new
+        directory), so the best student is stored once however many rounds keep it."""
         tmp = self.root / ".student.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(checkpoint, tmp)
+        shutil.copytree(checkpoint, tmp, copy_function=_link_or_copy)
         old = self.root / ".student.old"
         shutil.rmtree(old, ignore_errors=True)
         if self.student.exists():
@@ -63,13 +84,26 @@ class RunFolder:
         shutil.rmtree(old, ignore_errors=True)
 
     def prune_checkpoints(self, keep: set[int]) -> None:
-        """Round checkpoints are 90 MB each: keep only those a resume or the best may need."""
+        """Round checkpoints are 90 MB each: delete all but the rounds in `keep`."""
         if not self.rounds.exists():
             return
         for path in self.rounds.glob("round_*/student"):
             if int(path.parent.name.split("_")[1]) not in keep:
                 shutil.rmtree(path, ignore_errors=True)
 
+    def checkpoint_rounds(self) -> list[int]:
+        """The rounds whose student checkpoint is on disk."""
+        if not self.rounds.exists():
+            return []
+        return sorted(int(p.parent.name.split("_")[1]) for p in self.rounds.glob("round_*/student"))
+
     def write_round_artifact(self, round: int, name: str, data: object) -> None:
         write_atomic(self.rounds / f"round_{round:03d}" / name,
                      json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links
+        shutil.copy2(source, target)

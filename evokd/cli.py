@@ -10,6 +10,27 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+
+def _flags_as_flags() -> None:
+    """typer's help gives on/off flags a `<bool>` type column, as if they took a value; a flag's
+    row shows its names only. (typer has no setting for it: this wraps its one display hook.)"""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "evokd_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        if getattr(self, "is_flag", False) and self.metavar is None:
+            return None
+        return shown(self, ctx)
+
+    display_type_rich.evokd_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_as_flags()
+
 app = typer.Typer(help="Evolving knowledge distillation: teach a small student with a teacher LLM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 teacher_app = typer.Typer(help="The embedded local teacher (llama.cpp server).", no_args_is_help=True)
@@ -19,6 +40,14 @@ app.add_typer(prompts_app, name="prompts")
 
 console = Console()
 err = Console(stderr=True)
+
+
+def _out() -> Console:
+    """stdout as rich sees it: the terminal's width on a terminal; piped into grep or a file,
+    one line per line whatever its length (rich would otherwise wrap at 80 columns)."""
+    if console.is_terminal:
+        return console
+    return Console(width=1_000_000, soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -56,9 +85,13 @@ def run(
     prompts: Annotated[Path | None, typer.Option(help="directory overriding any of the agent prompts")] = None,
     from_run: Annotated[Path | None, typer.Option("--from", help="fork: replay this run's teacher turns...")] = None,
     from_round: Annotated[int | None, typer.Option(help="...before this round, then continue live")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step (INFO) to stderr")] = False,
 ) -> None:
-    """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
+    """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/.
+
+    Examples: evokd run examples/sentiment/config.toml --set loop.max_rounds=3 ·
+    evokd run --resume runs/2026-11-27T18-00-00Z-sentiment-demo
+    """
     from evokd.config import dump_config, load_config
     from evokd.core.runfolder import RunFolder
     from evokd.core.trace import write_atomic
@@ -141,7 +174,10 @@ def predict(
     = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
-    """Label texts (or tag entities) with a run's best student or an ONNX export; CSV or JSONL out."""
+    """Label texts (or tag entities) with a run's best student or an ONNX export; CSV or JSONL out.
+
+    Example: evokd predict runs/2026-11-27T18-00-00Z-sentiment-demo "The soup was cold."
+    """
     from evokd.config import ConfigError
     from evokd.shipping import PredictError, predict_command
     from evokd.student.data import DataError
@@ -162,7 +198,10 @@ def export(
     format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
     quantize: Annotated[str | None, typer.Option(help="int8: dynamic int8 weights (smaller, faster on CPU)")] = None,
 ) -> None:
-    """Export a run's best student to ONNX, checked against the PyTorch student on the run's dev data."""
+    """Export a run's best student to ONNX, checked against the PyTorch student on the run's dev data.
+
+    Example: evokd export runs/2026-11-27T18-00-00Z-sentiment-demo student-onnx --quantize int8
+    """
     from evokd.shipping import PredictError, export_command
     from evokd.student.onnx_predict import ExportError
 
@@ -178,12 +217,17 @@ def replay(
     round: Annotated[int | None, typer.Option("--round", help="only this round")] = None,
     node: Annotated[str | None, typer.Option(help="only this node (analyst, generator, verifier, ...)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="trace records as JSON lines")] = False,
-    full: Annotated[bool, typer.Option(help="do not fold prompts and replies")] = False,
-    rerun: Annotated[bool, typer.Option(help="re-execute the run offline from its recorded replies")] = False,
+    full: Annotated[bool, typer.Option("--full", help="do not fold prompts and replies")] = False,
+    rerun: Annotated[bool, typer.Option("--rerun", help="re-execute the run offline from its recorded replies")]
+    = False,
     out: Annotated[Path | None, typer.Option(help="run folder for --rerun")] = None,
-    allow_divergence: Annotated[bool, typer.Option(help="--rerun: serve changed requests by position")] = False,
+    allow_divergence: Annotated[bool, typer.Option("--allow-divergence",
+                                                   help="--rerun: serve changed requests by position")] = False,
 ) -> None:
-    """Walk a run's trace, or re-execute it without an LLM and check every round's dev F1."""
+    """Walk a run's trace, or re-execute it without an LLM and check every round's dev F1.
+
+    Examples: evokd replay RUN_DIR --round 2 --node verifier · evokd replay RUN_DIR --rerun
+    """
     from evokd.graph import replay as rp
 
     try:
@@ -203,14 +247,17 @@ def replay(
             for record in rp.records(run_dir, round, node):
                 print(record.model_dump_json())
             return
-        rp.render(run_dir, console, round, node, full)
+        rp.render(run_dir, _out(), round, node, full)
     except _known_errors() as exc:
         fail(str(exc))
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
-    """Write RUN_DIR/report.html (plots, rejections, samples)."""
+    """Write RUN_DIR/report.html: summary, dev F1 with its interval, analyses, every sample, plots.
+
+    Example: evokd report runs/2026-11-27T18-00-00Z-sentiment-demo
+    """
     from evokd.report import ReportError, write_report
 
     try:
@@ -221,12 +268,17 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
 
 
 @app.command()
-def compare(run_a: Annotated[Path, typer.Argument()], run_b: Annotated[Path, typer.Argument()]) -> None:
-    """Per-round dev F1 and tokens of two runs side by side, and which prompt files differ."""
+def compare(run_a: Annotated[Path, typer.Argument(help="a run folder (A)")],
+            run_b: Annotated[Path, typer.Argument(help="another run folder (B)")]) -> None:
+    """Two runs side by side: outcome (best round, test F1, stop reason), spend, per-round dev F1 and
+    tokens, and the config values and prompt files that differ.
+
+    Example: evokd compare runs/RUN_A runs/RUN_B
+    """
     from evokd.graph.replay import compare as compare_runs
 
     try:
-        compare_runs(run_a, run_b, console)
+        compare_runs(run_a, run_b, _out())
     except _known_errors() as exc:
         fail(str(exc))
 
@@ -261,13 +313,17 @@ def bench(
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every run: section.key=value")]
     = None,
-    resume: Annotated[bool, typer.Option(help="keep the finished runs of a stopped benchmark with the same settings")]
+    resume: Annotated[bool, typer.Option("--resume",
+                                         help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
     budgets: Annotated[str | None, typer.Option(help="a sweep: comma-separated token budgets, e.g. 3000,6000,12000")]
     = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step (INFO) to stderr")] = False,
 ) -> None:
-    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget (or a sweep)."""
+    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget, or a sweep.
+
+    Example: evokd bench sst2 --methods no-aug,static,evokd --seeds 1
+    """
     _setup_logging(verbose)
     harness = _bench_harness()
     chosen = methods.split(",") if methods else None
@@ -290,7 +346,10 @@ def teacher_start(
     weights: Annotated[str, typer.Option(help="qwen2.5-coder-1.5b or qwen2.5-coder-0.5b")] = "qwen2.5-coder-1.5b",
     gguf: Annotated[Path | None, typer.Option(help="a GGUF file instead of the packaged weights")] = None,
 ) -> None:
-    """Start a shared teacher server that later runs reuse."""
+    """Start a shared teacher server that later runs reuse.
+
+    Example: evokd teacher start --weights qwen2.5-coder-0.5b
+    """
     from evokd.config import TeacherConfig
     from evokd.teacher import find_running, start_background
 
@@ -308,7 +367,10 @@ def teacher_start(
 
 @teacher_app.command("status")
 def teacher_status() -> None:
-    """Is a shared teacher running?"""
+    """Is a shared teacher running? (exit status 1 if not)
+
+    Example: evokd teacher status
+    """
     from evokd.teacher import find_running
 
     info = find_running()
@@ -320,7 +382,10 @@ def teacher_status() -> None:
 
 @teacher_app.command("stop")
 def teacher_stop() -> None:
-    """Stop the shared teacher."""
+    """Stop the shared teacher.
+
+    Example: evokd teacher stop
+    """
     from evokd.teacher import stop_background
 
     console.print("stopped" if stop_background() else "no teacher running")
@@ -329,22 +394,29 @@ def teacher_stop() -> None:
 @prompts_app.command("list")
 def prompts_list(task: Annotated[str, typer.Option(help="classification or ner")] = "classification",
                  prompts: Annotated[Path | None, typer.Option(help="override directory")] = None) -> None:
-    """List the prompt templates a run would use, and where each comes from."""
+    """List the prompt templates a run would use, and where each comes from.
+
+    Example: evokd prompts list --task ner --prompts my-prompts/
+    """
     from evokd.agents.prompts import PromptSet
 
     try:
         ps = PromptSet(task, prompts)
     except _known_errors() as exc:
         fail(str(exc))
+    out = _out()
     for key, template in ps.templates.items():
-        console.print(f"{key:<18} {template.sha256[:12]}  {template.source}", highlight=False)
+        out.print(f"{key:<24} {template.sha256[:12]}  {template.source}", highlight=False)
 
 
 @prompts_app.command("show")
-def prompts_show(agent: Annotated[str, typer.Argument(help="analyst, generator or verifier")],
-                 task: Annotated[str, typer.Option()] = "classification",
-                 prompts: Annotated[Path | None, typer.Option()] = None) -> None:
-    """Print an agent's templates."""
+def prompts_show(agent: Annotated[str, typer.Argument(help="an agent: analyst, generator, verifier, llm2llm, ...")],
+                 task: Annotated[str, typer.Option(help="classification or ner")] = "classification",
+                 prompts: Annotated[Path | None, typer.Option(help="override directory")] = None) -> None:
+    """Print an agent's templates (system and user parts).
+
+    Example: evokd prompts show verifier --task ner
+    """
     from evokd.agents.prompts import PromptSet
 
     try:
@@ -353,7 +425,8 @@ def prompts_show(agent: Annotated[str, typer.Argument(help="analyst, generator o
         fail(str(exc))
     found = {k: t for k, t in ps.templates.items() if k.split(".")[0] == agent}
     if not found:
-        fail(f"unknown agent {agent!r}; one of analyst, generator, verifier")
+        agents = ", ".join(dict.fromkeys(k.split(".")[0] for k in ps.templates))
+        fail(f"no template for {agent!r} ({task}); the templates are for: {agents}")
     for key, template in found.items():
         console.rule(f"{key}  ({template.source})")
         console.print(template.text, markup=False, highlight=False)
@@ -361,7 +434,10 @@ def prompts_show(agent: Annotated[str, typer.Argument(help="analyst, generator o
 
 @prompts_app.command("export")
 def prompts_export(directory: Annotated[Path, typer.Argument(help="where to write the templates")]) -> None:
-    """Copy all packaged templates to DIR, to edit and pass back with --prompts DIR."""
+    """Copy all packaged templates to DIR, to edit and pass back with --prompts DIR.
+
+    Example: evokd prompts export my-prompts/
+    """
     import shutil
 
     from evokd.agents.prompts import packaged_dir

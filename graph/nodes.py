@@ -11,6 +11,7 @@ from langgraph.runtime import Runtime
 
 from evokd.core.bio import describe_entities
 from evokd.core.records import Decision, RoundMetrics, RunResult, Sample, SampleRecord
+from evokd.core.runfolder import describe_budget, describe_teacher
 from evokd.core.trace import write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context
 from evokd.graph.route import should_stop
@@ -72,10 +73,11 @@ def _round_seconds(state: RunState, own: dict[str, float]) -> dict[str, float]:
 
 
 def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, batch: list[dict],
-                  train_size: int, own: dict[str, float], started: float) -> dict[str, Any]:
+                  train_size: int, own: dict[str, float], started: float,
+                  train_loss: float | None = None) -> dict[str, Any]:
     """Evaluate on dev, checkpoint, track the best round and write the round's files."""
     t0 = time.time()
-    report = student.evaluate(ctx.data.dev)
+    report, predictions = student.score(ctx.data.dev, student.predict(ctx.data.dev))
     own["eval"] = time.time() - t0
     checkpoint = ctx.run.round_checkpoint(round)
     student.save(checkpoint)
@@ -85,8 +87,9 @@ def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, ba
     if improved:
         best_round, best_f1 = round, report.f1
         ctx.run.keep_best(checkpoint)
-    # Keep this round (resume point), the previous one (in case this round is redone) and the best.
-    ctx.run.prune_checkpoints({round, round - 1, best_round})
+    # Keep this round (the next resume point) and the previous one (this round's input, in case it is
+    # redone); the best is in student/. `decide` drops the previous one once this round is committed.
+    ctx.run.prune_checkpoints({round, round - 1})
     own["total"] = time.time() - started
     usage = state.get("usage", {})
     seconds = _round_seconds(state, own)
@@ -95,7 +98,7 @@ def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, ba
         round=round, f1=report.f1, dev=report.model_dump(mode="json"), accepted=accepted,
         rejected=len(batch) - accepted, train_size=train_size,
         tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
-        cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round,
+        cost=usage.get("cost", 0.0), seconds=seconds, best_round=best_round, train_loss=train_loss,
         method=ctx.cfg.loop.method,
         usage_at_end={k: usage.get(k, 0.0) + own.get(k, 0.0) for k in ("llm", "train", "eval", "total")},
     ).model_dump(mode="json")
@@ -103,6 +106,7 @@ def _finish_round(state: RunState, ctx: Context, *, round: int, student: Any, ba
     samples = [*state.get("samples", []), *batch]
     write_run_files(ctx, samples, history)
     ctx.run.write_round_artifact(round, "metrics.json", metrics)
+    ctx.run.write_round_artifact(round, "dev_predictions.json", predictions.model_dump(mode="json"))
     ctx.events.round_finished(metrics)
     return {
         "samples": samples, "history": history, "best_round": best_round, "best_f1": best_f1,
@@ -121,11 +125,11 @@ def seed(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                           tags=s.tags, accepted=True, method=ctx.cfg.loop.method).model_dump(mode="json")
              for s in ctx.data.seed]
     t0 = time.time()
-    student.fit(ctx.data.seed, epochs=ctx.cfg.student.seed_epochs, seed=ctx.cfg.student.seed,
-                on_step=lambda done, total: ctx.events.progress("seed training", done, total))
+    fitted = student.fit(ctx.data.seed, epochs=ctx.cfg.student.seed_epochs, seed=ctx.cfg.student.seed,
+                         on_step=lambda done, total: ctx.events.progress("seed training", done, total))
     own = {"train": time.time() - t0}
     update = _finish_round({**state, "round": 0}, ctx, round=0, student=student, batch=batch,
-                           train_size=len(ctx.data.seed), own=own, started=started)
+                           train_size=len(ctx.data.seed), own=own, started=started, train_loss=fitted.loss)
     return {**update, "round": 0, "latest": batch}
 
 
@@ -194,15 +198,16 @@ def _train_round(state: RunState, ctx: Context, *, restart: bool) -> dict[str, A
         epochs = ctx.cfg.student.epochs_per_round
     train = [to_sample(s) for s in [*accepted, *seed_samples, *replay]]
     own: dict[str, float] = {"train": 0.0}
+    loss = None
     if accepted:
         t0 = time.time()
         if restart:
             student = ctx.holder.fresh()
-        student.fit(train, epochs=epochs, seed=ctx.cfg.student.seed + round,
-                    on_step=lambda done, total: ctx.events.progress("training", done, total))
+        loss = student.fit(train, epochs=epochs, seed=ctx.cfg.student.seed + round,
+                           on_step=lambda done, total: ctx.events.progress("training", done, total)).loss
         own["train"] = time.time() - t0
     update = _finish_round(state, ctx, round=round, student=student, batch=batch,
-                           train_size=len(train) if accepted else 0, own=own, started=started)
+                           train_size=len(train) if accepted else 0, own=own, started=started, train_loss=loss)
     # A round that accepted nothing leaves the previous batch as the one to probe next.
     return {**update, "latest": accepted or state.get("latest", [])}
 
@@ -219,6 +224,8 @@ def retrainer(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
+    # The round is committed: a resume starts from its checkpoint, so only that one stays.
+    ctx.run.prune_checkpoints({state["round"]})
     reason, detail = should_stop(state, ctx.cfg.loop) or (None, "")
     if detail:
         log.info("stopping before round %d (%s): %s", state["round"] + 1, reason, detail)
@@ -228,11 +235,12 @@ def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Score the best round on test; write result.json, summary.md and report.html."""
+    """Score the best round on test; write result.json, summary.md and report.html; delete the round
+    checkpoints (nothing needs them any more: student/ is the best round's)."""
     ctx = runtime.context
     test = None
     if ctx.data.test:
-        best = ctx.holder.at(str(ctx.run.round_checkpoint(state["best_round"])))
+        best = ctx.holder.at(str(ctx.run.student))
         test = best.evaluate(ctx.data.test).model_dump(mode="json")
     write_atomic(ctx.run.result, run_result(state, ctx, test).model_dump_json(indent=2) + "\n")
     write_atomic(ctx.run.summary, render_summary(state, ctx, test))
@@ -242,6 +250,7 @@ def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         write_report(ctx.run.root)
     except Exception as exc:
         log.warning("could not write report.html: %s", exc)
+    ctx.run.prune_checkpoints(set())
     return {"test": test}
 
 
@@ -250,10 +259,12 @@ def run_result(state: RunState, ctx: Context, test: dict | None) -> RunResult:
     history = state.get("history", [])
     best = history[state.get("best_round", 0)] if history else {}
     usage = state.get("usage", {})
+    config = ctx.cfg.model_dump(mode="json")
     return RunResult(
         run_id=ctx.run.root.name, task_name=ctx.cfg.task.name, task_type=ctx.cfg.task.type,
         labels=list(ctx.cfg.task.labels), method=ctx.cfg.loop.method, teacher_model=ctx.teacher.cfg.model,
         teacher_url=ctx.teacher.base_url, student_model=ctx.cfg.student.model,
+        teacher=describe_teacher(config), budget=describe_budget(config),
         stop_reason=state.get("stop_reason"), stop_detail=state.get("stop_detail", ""),
         rounds=max(len(history) - 1, 0), seed_f1=history[0]["f1"] if history else float("nan"),
         best_round=state.get("best_round", 0), best_f1=best.get("f1", float("nan")),
@@ -274,7 +285,7 @@ def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
         f"# evokd run {ctx.run.root.name}",
         "",
         f"- task: {ctx.cfg.task.name} ({ctx.cfg.task.type}), labels: {', '.join(ctx.cfg.task.labels)}",
-        f"- teacher: {ctx.teacher.cfg.model} at {ctx.teacher.base_url}",
+        f"- teacher: {describe_teacher(ctx.cfg.model_dump(mode='json'))}",
         f"- student: {ctx.cfg.student.model}",
         f"- method: {ctx.cfg.loop.method}",
         f"- stop reason: {state.get('stop_reason')}"

@@ -5,22 +5,32 @@ from __future__ import annotations
 import base64
 import io
 
+from matplotlib import rc_context
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from evokd.core.records import EvalReport
-from evokd.report.run import Run, dev_report
+from evokd.report.run import Interval, Run, dev_report, per_round_tokens
 
 ERROR_KINDS = ("missed", "spurious", "wrong_type", "wrong_boundary")
 TIME_PARTS = ("llm", "train", "eval", "other")
 
 
-def new_figure(ncols: int = 1, width: float = 6.0, height: float = 3.6) -> tuple[Figure, list[Axes]]:
+# The page is at most 1100 px wide: an 11-inch figure at 100 dpi shows at its own size, so 13 pt
+# text stays 13 pt at normal zoom.
+DPI = 100
+PAGE_WIDTH = 11.0
+STYLE = {"font.size": 13, "axes.titlesize": 15, "axes.labelsize": 13, "legend.fontsize": 12,
+         "xtick.labelsize": 12, "ytick.labelsize": 12, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def new_figure(ncols: int = 1, width: float = PAGE_WIDTH, height: float = 4.6) -> tuple[Figure, list[Axes]]:
+    """`width` is the whole figure's, shared by its `ncols` panels."""
     # A bare Figure on an Agg canvas never touches pyplot's global backend or figure registry,
     # so the caller's matplotlib state is unchanged and nothing needs closing.
-    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
@@ -28,7 +38,7 @@ def new_figure(ncols: int = 1, width: float = 6.0, height: float = 3.6) -> tuple
 def png_uri(fig: Figure) -> str:
     buffer = io.BytesIO()
     # No "Software" tag: the PNG would otherwise carry matplotlib's web address.
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -44,28 +54,20 @@ def placeholder(ax: Axes, message: str) -> None:
     ax.set_axis_off()
 
 
-def plot_f1(run: Run) -> str:
+def plot_f1(run: Run, intervals: dict[int, Interval]) -> str:
     fig, (ax,) = new_figure()
     rounds = [m.round for m in run.rounds]
-    ax.plot(rounds, [m.f1 for m in run.rounds], marker="o", label=f"dev {run.metric}")
-    ax.axhline(run.seed.f1, color="grey", linestyle="--", linewidth=1, label="seed")
+    ax.fill_between(rounds, [intervals[r].low for r in rounds], [intervals[r].high for r in rounds],
+                    color="#1f77b4", alpha=0.18, linewidth=0, label="95% interval")
+    ax.plot(rounds, [m.f1 for m in run.rounds], marker="o", linewidth=2, label=f"dev {run.metric}")
+    ax.axhline(run.seed.f1, color="grey", linestyle="--", linewidth=1.5, label=f"seed ({run.seed.f1:.4f})")
     ax.scatter([run.best.round], [run.best.f1], marker="*", s=260, color="#d62728", zorder=3,
                label=f"best: round {run.best.round} ({run.best.f1:.4f})")
     integer_rounds(ax, rounds)
     ax.set_ylabel(f"dev {run.metric}")
     ax.set_title(f"dev {run.metric} per round")
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="best")
     return png_uri(fig)
-
-
-def per_round_tokens(run: Run) -> tuple[list[int], list[int]]:
-    """metrics.jsonl keeps cumulative counters; a round's own spend is the difference."""
-    tokens_in, tokens_out, before_in, before_out = [], [], 0, 0
-    for m in run.rounds:
-        tokens_in.append(m.tokens_in - before_in)
-        tokens_out.append(m.tokens_out - before_out)
-        before_in, before_out = m.tokens_in, m.tokens_out
-    return tokens_in, tokens_out
 
 
 def plot_cost(run: Run) -> str:
@@ -88,7 +90,23 @@ def plot_cost(run: Run) -> str:
     time_ax.set_title("time per round")
     for ax in (tokens_ax, time_ax):
         integer_rounds(ax, rounds)
-        ax.legend(loc="best", fontsize="small")
+        ax.legend(loc="best")
+    return png_uri(fig)
+
+
+def plot_per_class(run: Run) -> str:
+    """Each label's (entity type's) dev F1, round by round."""
+    fig, (ax,) = new_figure()
+    rounds = [m.round for m in run.rounds]
+    reports = [dev_report(m) for m in run.rounds]
+    for label in reports[0].labels:
+        ax.plot(rounds, [r.per_class[label].f1 if label in r.per_class else 0.0 for r in reports],
+                marker="o", linewidth=2, label=label)
+    integer_rounds(ax, rounds)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("dev F1")
+    ax.set_title("dev F1 per " + ("label" if run.task == "classification" else "entity type") + " and round")
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5))
     return png_uri(fig)
 
 
@@ -106,7 +124,7 @@ def plot_verdicts(run: Run) -> str:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("samples")
     ax.set_title("verifier verdicts per round")
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="best")
     return png_uri(fig)
 
 
@@ -119,8 +137,8 @@ def compared_rounds(run: Run) -> list[tuple[str, EvalReport]]:
 def plot_confusions(run: Run) -> str:
     panels = compared_rounds(run)
     labels = dev_report(run.seed).labels
-    side = max(3.6, 0.55 * len(labels) + 2.0)
-    fig, axes = new_figure(ncols=len(panels), width=side, height=side)
+    side = min(max(4.5, 0.6 * len(labels) + 2.5), PAGE_WIDTH / len(panels))
+    fig, axes = new_figure(ncols=len(panels), width=side * len(panels), height=side)
     # One colour scale for both panels, so equal shades mean equal counts.
     peak = max((count for _, report in panels for row in report.confusion or [] for count in row), default=0)
     for ax, (title, report) in zip(axes, panels, strict=True):
@@ -134,6 +152,7 @@ def plot_confusions(run: Run) -> str:
 
 def draw_confusion(ax: Axes, confusion: list[list[int]], labels: list[str], peak: int) -> None:
     ax.imshow(confusion, cmap="Blues", vmin=0, vmax=max(peak, 1))
+    ax.grid(False)
     for gold, row in enumerate(confusion):
         for pred, count in enumerate(row):
             # Counts on dark cells are written in white so they stay legible.
@@ -173,6 +192,14 @@ def plot_ner(run: Run) -> str:
     return png_uri(fig)
 
 
-def plots(run: Run) -> dict[str, str]:
+def plots(run: Run, intervals: dict[int, Interval]) -> dict[str, str]:
+    # Text sizes are read from rcParams when each title, label or legend is made: the whole drawing
+    # happens inside the style (rc_context restores the caller's settings afterwards).
+    with rc_context(STYLE):
+        return draw_all(run, intervals)
+
+
+def draw_all(run: Run, intervals: dict[int, Interval]) -> dict[str, str]:
     detail = plot_confusions(run) if run.task == "classification" else plot_ner(run)
-    return {"f1": plot_f1(run), "cost": plot_cost(run), "verdicts": plot_verdicts(run), "detail": detail}
+    return {"f1": plot_f1(run, intervals), "cost": plot_cost(run), "per_class": plot_per_class(run),
+            "verdicts": plot_verdicts(run), "detail": detail}

@@ -9,9 +9,10 @@ import numpy as np
 from seqeval.metrics import classification_report as seqeval_report
 
 from evokd.core.bio import entities
-from evokd.core.records import ClassScore, ConfusedPair, EvalReport
+from evokd.core.records import ClassScore, ConfusedPair, DevPredictions, EvalReport
 
-__all__ = ["ClassScore", "ConfusedPair", "EvalReport", "classification_report", "entities", "ner_report"]
+__all__ = ["ClassScore", "ConfusedPair", "DevPredictions", "EvalReport", "classification_predictions",
+           "classification_report", "entities", "ner_predictions", "ner_report"]
 
 
 def classification_report(gold: list[str], pred: list[str], labels: list[str]) -> EvalReport:
@@ -146,3 +147,17 @@ def _overlap(a: tuple[int, int], b: tuple[int, int]) -> bool:
 def _confused_types(wrong_types: list[tuple[str, str]]) -> list[ConfusedPair]:
     counts = Counter(wrong_types)
     return [ConfusedPair(gold=g, predicted=p, count=c) for (g, p), c in counts.most_common()]
+
+
+def classification_predictions(gold: list[str], pred: list[str], labels: list[str]) -> DevPredictions:
+    index = {label: i for i, label in enumerate(labels)}
+    return DevPredictions(task="classification", labels=list(labels), gold=[index[g] for g in gold],
+                          predicted=[index.get(p, -1) for p in pred])
+
+
+def ner_predictions(gold: list[list[str]], pred: list[list[str]], types: list[str]) -> DevPredictions:
+    counts = []
+    for gold_tags, pred_tags in zip(gold, pred, strict=True):
+        gold_set, pred_set = set(entities(gold_tags)), set(entities(pred_tags))
+        counts.append((len(gold_set & pred_set), len(pred_set), len(gold_set)))
+    return DevPredictions(task="ner", labels=list(types), entity_counts=counts)

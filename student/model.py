@@ -34,8 +34,16 @@ from evokd.config import StudentConfig, TaskConfig
 from evokd.core.bio import normalise_bio
 from evokd.core.records import Sample
 from evokd.core.text import tokenize
+from evokd.core.trace import normal_mode
 
-from .metrics import EvalReport, classification_report, ner_report
+from .metrics import (
+    DevPredictions,
+    EvalReport,
+    classification_predictions,
+    classification_report,
+    ner_predictions,
+    ner_report,
+)
 
 _PREDICT_BATCH = 32
 _MAX_GRAD_NORM = 1.0
@@ -72,6 +80,8 @@ class Student(Protocol):
     def predict(self, samples: list[Sample]) -> list[Prediction]: ...
 
     def evaluate(self, samples: list[Sample]) -> EvalReport: ...
+
+    def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]: ...
 
     def save(self, directory: Path) -> None: ...
 
@@ -279,13 +289,18 @@ class _EncoderStudent(ABC):
             with _quiet_transformers():
                 self.model.save_pretrained(staging)
                 self.tokenizer.save_pretrained(staging)
+            normal_mode(staging)
             _replace_dir(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    @abstractmethod
     def evaluate(self, samples: list[Sample]) -> EvalReport:
         """Predict and score against the samples' gold labels or tags."""
+        return self.score(samples, self.predict(samples))[0]
+
+    @abstractmethod
+    def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]:
+        """Score predictions of `samples`: the report, and the per-example record it came from."""
 
     @abstractmethod
     def _check_trainable(self, samples: list[Sample]) -> None:
@@ -334,9 +349,11 @@ class ClassifierStudent(_EncoderStudent):
             predictions.append(Prediction(label=self.label_names[best], probs=probs))
         return predictions
 
-    def evaluate(self, samples: list[Sample]) -> EvalReport:
-        predicted = [prediction.label or "" for prediction in self.predict(samples)]
-        return classification_report([str(s.label) for s in samples], predicted, self.task.labels)
+    def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]:
+        gold = [str(s.label) for s in samples]
+        predicted = [prediction.label or "" for prediction in predictions]
+        return (classification_report(gold, predicted, self.task.labels),
+                classification_predictions(gold, predicted, self.task.labels))
 
 
 class TaggerStudent(_EncoderStudent):
@@ -401,9 +418,11 @@ class TaggerStudent(_EncoderStudent):
             predictions.append(Prediction(tags=normalise_bio(tags)))
         return predictions
 
-    def evaluate(self, samples: list[Sample]) -> EvalReport:
-        predicted = [prediction.tags or [] for prediction in self.predict(samples)]
-        return ner_report([s.tags or [] for s in samples], predicted, self.task.labels)
+    def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]:
+        gold = [s.tags or [] for s in samples]
+        predicted = [prediction.tags or [] for prediction in predictions]
+        return (ner_report(gold, predicted, self.task.labels),
+                ner_predictions(gold, predicted, self.task.labels))
 
 
 def build_student(task: TaskConfig, cfg: StudentConfig) -> Student:

@@ -528,10 +528,27 @@ def cut_checkpoints_after(run: RunFolder, node: str, round: int) -> None:
         assert snapshot.next == () and [t.name for t in snapshot.tasks] == [node]  # the tricky state
 
 
-def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, tiny_model_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from evokd.student.model import _EncoderStudent
+
     cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=2))
-    first = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
-    run = first.run
+    # The run dies in round 2's trainer (the third fit: seed, round 1, round 2), so the folder holds
+    # what a kill after the Verifier leaves: round 1's checkpoint, not a finished run's files.
+    fit, calls = _EncoderStudent.fit, []
+
+    def dies_in_round_2(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(_EncoderStudent, "fit", dies_in_round_2)
+    run = RunFolder.create(cfg.runs_dir, cfg.name)
+    with pytest.raises(RuntimeError, match="killed"):
+        execute(cfg, run=run, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    monkeypatch.setattr(_EncoderStudent, "fit", fit)
+    first_history = read_jsonl(run.metrics)
     cut_checkpoints_after(run, "verifier", 2)
     chat = ScriptedChatModel(script=SentimentTeacher())
     result = execute(cfg, run=run, resume=True, chat_model=chat)
@@ -541,7 +558,7 @@ def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, t
     resumed = list(read_trace(run.trace))
     after = resumed[[i for i, r in enumerate(resumed) if isinstance(r, RunHeader)][-1]:]
     assert [r.node for r in after if isinstance(r, NodeTurn)] == ["trainer", "decide", "finish"]
-    assert result.state["history"][:2] == first.state["history"][:2]
+    assert result.state["history"][:2] == first_history[:2]
 
 
 def test_resume_before_the_first_checkpoint_starts_from_the_top(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -82,9 +82,9 @@ def test_classification_report(classification_run: Path) -> None:
     path = write_report(classification_run)
     assert path == classification_run / "report.html"
     page = path.read_text(encoding="utf-8")
-    # dev F1, cost, verdicts, confusion matrices
-    assert page.count(IMAGE) == 4
-    assert "<script" not in page
+    # dev F1, cost, per-class F1, verdicts, confusion matrices
+    assert page.count(IMAGE) == 5
+    assert "<script>alert" not in page
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; great film" in page
     for group, count in [("label ... not in the label set", 2), ("no label returned", 1),
                          ("verifier reply invalid", 1)]:
@@ -110,8 +110,8 @@ def test_ner_report(tmp_path: Path) -> None:
                      reason="entity 'Rob' not found in the text"),
     ]
     page = write_report(write_run(tmp_path / "ner", metrics, samples)).read_text(encoding="utf-8")
-    # dev F1, cost, verdicts, per-type F1 with the error breakdown
-    assert page.count(IMAGE) == 4
+    # dev F1, cost, per-type F1 per round, verdicts, per-type F1 with the error breakdown
+    assert page.count(IMAGE) == 5
     assert "Alan &lt;b&gt;Turing&lt;/b&gt; (PER), Paris (LOC)" in page
     assert "Alan (LOC), Paris (LOC)" in page and "&#10007; wrong" in page
     assert re.search(r"<td>entity \.\.\. not found in the text</td><td[^>]*>1</td>", page)
@@ -122,7 +122,7 @@ def test_ner_report(tmp_path: Path) -> None:
 def test_round_zero_only_renders(tmp_path: Path) -> None:
     run = write_run(tmp_path / "fresh", [round_metrics(0, classification_dev(3), 0)], SEEDS)
     page = write_report(run).read_text(encoding="utf-8")
-    assert page.count(IMAGE) == 4
+    assert page.count(IMAGE) == 5
     assert "No sample was rejected" in page and "No generated samples yet" in page
 
 
@@ -147,9 +147,11 @@ def test_reason_group(reason: str, group: str) -> None:
 def test_rejection_reasons_sorted_by_count() -> None:
     samples = [text_sample(1, "t", "hard", None, False, r)
                for r in ["no label returned", "label 'a' not in the label set", "label 'b' not in the label set"]]
+    samples[1] = text_sample(1, "first text with label a", "hard", None, False, "label 'a' not in the label set")
+    # The example is a rejected text (the first of its group), not the reason again.
     assert [(g.reason, g.count, g.example) for g in rejection_reasons(samples)] == [
-        ("label ... not in the label set", 2, "label 'a' not in the label set"),
-        ("no label returned", 1, "no label returned"),
+        ("label ... not in the label set", 2, "first text with label a"),
+        ("no label returned", 1, "t"),
     ]
 
 
@@ -163,3 +165,62 @@ def test_cli_prints_the_report_path(classification_run: Path) -> None:
     assert "report.html" in result.output and (classification_run / "report.html").is_file()
     missing = CliRunner().invoke(app, ["report", str(classification_run / "nope")])
     assert missing.exit_code == 1
+
+
+def test_every_sample_with_its_verdict(classification_run: Path) -> None:
+    page = write_report(classification_run).read_text(encoding="utf-8")
+    # Every accepted and every rejected text, a rejected one beside its full reason.
+    for text in ["Not bad at all.", "Dull plot.", "So-so.", "Meh.", "Hmm.", "Whatever."]:
+        assert f">{text}</td>" in page, text
+    assert re.search(r">So-so\.</td>\s*<td class=\"reason\">label &#39;mixed&#39; not in the label set</td>", page)
+    assert "Accepted samples (3)" in page and "Rejected samples (4)" in page
+    assert 'data-filter="rejected-table"' in page
+
+
+def test_summary_and_intervals(classification_run: Path) -> None:
+    result = RESULT.model_copy(update={"teacher": "qwen2.5-coder-1.5b (embedded llama.cpp teacher)",
+                                       "budget": {"max_rounds": 2, "max_tokens": 6000}})
+    (classification_run / "result.json").write_text(result.model_dump_json())
+    page = write_report(classification_run).read_text(encoding="utf-8")
+    assert "qwen2.5-coder-1.5b (embedded llama.cpp teacher)" in page
+    assert "max_rounds 2, max_tokens 6000" in page and "680 teacher tokens" in page
+    # No stored dev predictions: the normal approximation, said so.
+    assert "approximate 95% interval" in page
+
+    from evokd.core.records import DevPredictions
+
+    for r, correct in [(0, 2), (1, 5), (2, 4)]:
+        gold = [0, 1] * 3
+        pred = gold[:correct] + [1] * (6 - correct)
+        folder = classification_run / "rounds" / f"round_{r:03d}"
+        folder.mkdir(parents=True)
+        (folder / "dev_predictions.json").write_text(
+            DevPredictions(task="classification", labels=LABELS, gold=gold, predicted=pred).model_dump_json())
+    page = write_report(classification_run).read_text(encoding="utf-8")
+    assert "95% bootstrap interval: 1000 resamples of the 6 dev texts" in page
+
+
+def test_bootstrap_interval() -> None:
+    from evokd.core.records import DevPredictions
+    from evokd.report.run import bootstrap_f1
+
+    perfect = DevPredictions(task="classification", labels=LABELS, gold=[0, 1] * 20, predicted=[0, 1] * 20)
+    assert bootstrap_f1(perfect) == bootstrap_f1(perfect) and bootstrap_f1(perfect).low == 1.0
+    half = DevPredictions(task="classification", labels=LABELS, gold=[0, 1] * 50, predicted=[0, 0, 1, 1] * 25)
+    interval = bootstrap_f1(half)
+    assert interval.low < 0.5 < interval.high and interval.high - interval.low < 0.3
+    ner = DevPredictions(task="ner", labels=TYPES, entity_counts=[(1, 1, 1), (0, 1, 1)] * 30)
+    interval = bootstrap_f1(ner)
+    assert interval.low < 0.5 < interval.high
+
+
+def test_analysis_from_the_trace(classification_run: Path) -> None:
+    from evokd.core.records import NodeTurn
+
+    turns = [NodeTurn(round=1, node="analyst", started_at=0, ended_at=1, seconds=1,
+                      output={"analysis": "weak on <negation>"}),
+             NodeTurn(round=2, node="analyst", started_at=0, ended_at=1, seconds=1,
+                      output={"analysis": "still weak on sarcasm"})]
+    (classification_run / "trace.jsonl").write_text("".join(t.model_dump_json() + "\n" for t in turns))
+    page = write_report(classification_run).read_text(encoding="utf-8")
+    assert "weak on &lt;negation&gt;" in page and "still weak on sarcasm" in page

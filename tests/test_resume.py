@@ -47,6 +47,8 @@ def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, schema:
     with pytest.raises(TeacherUnreachable, match="teacher unreachable at scripted"):
         execute(cfg, run=run, chat_model=ScriptedChatModel(script=dying))
     assert trainer_rounds(run) == [1]
+    # What the resume needs: round 1's checkpoint (its starting point) and the best student so far.
+    assert run.checkpoint_rounds() == [1] and (run.student / "config.json").is_file()
     metrics_before = run.metrics.read_text()
 
     # The teacher is back: a fresh one that knows where the run was.
@@ -56,6 +58,7 @@ def test_resume_after_teacher_dies(tmp_path: Path, tiny_model_dir: Path, schema:
     result = execute(cfg, run=run, resume=True, chat_model=chat)
     assert result.state["stop_reason"] == "max_rounds"
     assert trainer_rounds(run) == [1, 2, 3]  # round 1 was not redone
+    assert run.checkpoint_rounds() == []  # finished: student/ is the one copy
     metrics = [json.loads(x) for x in run.metrics.read_text().splitlines()]
     assert [m["round"] for m in metrics] == [0, 1, 2, 3]
     assert run.metrics.read_text().startswith(metrics_before)
