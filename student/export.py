@@ -32,7 +32,8 @@ import torch
 from evokd.config import RunConfig
 
 from .data import Sample
-from .model import Prediction, Student, _replace_dir, load_student
+from .loading import replace_dir
+from .model import Prediction, Student, load_student
 from .onnx_predict import META_FILE, MODEL_FILE, ExportError, is_export, load_exported
 from .predictor import Item
 
@@ -278,7 +279,7 @@ def export_student(student_dir: Path, cfg: RunConfig, dev: list[Sample], out_dir
         (staging / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (staging / "README.md").write_text(_readme(meta), encoding="utf-8")
         model_bytes = (staging / MODEL_FILE).stat().st_size
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportReport(directory=str(out_dir), model_bytes=model_bytes, quantize=quantize, check=check,

