@@ -211,46 +211,34 @@ def compare(run_a: Annotated[Path, typer.Argument()], run_b: Annotated[Path, typ
         fail(str(exc))
 
 
-def _bench_harness():
-    """benchmarks/harness.py of the checkout evokd runs from (benchmarks are not installed)."""
-    import importlib.util
-
-    import evokd
-
-    path = Path(evokd.__file__).resolve().parents[1] / "benchmarks" / "harness.py"
-    if not path.is_file():
-        fail(f"{path} not found: evokd bench runs from a checkout of the repository")
-    spec = importlib.util.spec_from_file_location("evokd_bench_harness", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @app.command()
 def bench(
-    dataset: Annotated[str, typer.Argument(help="sst2, imdb, conll2003, conll04 (or sentiment, the demo)")],
+    dataset: Annotated[str, typer.Argument(help="a config file (CONFIG.toml), or a shipped benchmark: sst2, imdb, "
+                                           "conll2003, conll04, sentiment (the demo)")],
     methods: Annotated[str | None, typer.Option(help="comma-separated, e.g. evokd,static (default: the profile's)")]
     = None,
     seeds: Annotated[int | None, typer.Option(help="seeds per method (default: quick 1, full 3)")] = None,
     profile: Annotated[str, typer.Option(help="quick or full")] = "quick",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (else the embedded teacher)")]
     = None,
-    out: Annotated[Path | None, typer.Option(help="where the JSON, markdown and plot go (docs/benchmarks/)")] = None,
-    data: Annotated[Path | None, typer.Option(help="the dataset's directory (default ../shared/data/DATASET)")]
+    out: Annotated[Path | None, typer.Option(help="where the JSON, markdown and plot go (docs/benchmarks/ in a "
+                                             "checkout, else ./benchmarks/)")] = None,
+    data: Annotated[Path | None, typer.Option(help="a shipped benchmark's data directory (instead of the hub)")]
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every run: section.key=value")]
     = None,
+    jobs: Annotated[int, typer.Option(help="runs at once, each its own process and run folder, one teacher")] = 1,
     resume: Annotated[bool, typer.Option(help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget."""
+    """Every method (baselines, EvoKD, ablations) on one task with one teacher-token budget."""
+    from evokd.bench import harness
+
     _setup_logging(verbose)
-    harness = _bench_harness()
     try:
         harness.run_benchmark(dataset, methods.split(",") if methods else None, seeds, profile, out, base_url,
-                              data_dir=data, overrides=list(set_ or []), console=console, resume=resume)
+                              data_dir=data, overrides=list(set_ or []), console=console, resume=resume, jobs=jobs)
     except (*_known_errors(), harness.BenchError) as exc:
         fail(str(exc))
 
