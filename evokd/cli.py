@@ -56,6 +56,8 @@ def run(
     prompts: Annotated[Path | None, typer.Option(help="directory overriding any of the agent prompts")] = None,
     from_run: Annotated[Path | None, typer.Option("--from", help="fork: replay this run's teacher turns...")] = None,
     from_round: Annotated[int | None, typer.Option(help="...before this round, then continue live")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing, print what the run "
+                                          "will ask: rounds, calls, tokens, money, minutes")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/."""
@@ -84,6 +86,11 @@ def run(
             from evokd.agents.recording import Recording
 
             recording = Recording.from_run(from_run, mode="fork", until_round=from_round)
+        if dry_run:
+            if config is None or resume is not None or from_run is not None:
+                raise RunError("--dry-run takes a CONFIG file (not --resume or --from)")
+            _dry_run(load_config(config, overrides))
+            return
         if resume is not None:
             cfg, run_folder = resume_config(resume, overrides)
         elif config is None:
@@ -112,6 +119,23 @@ def run(
 
         console.print(Markdown(result.run.summary.read_text(encoding="utf-8")))
     console.print(f"[bold green]done[/]: {result.run.root}")
+
+
+def _dry_run(cfg) -> None:
+    """The pre-flight of a run and its estimate; nothing is written, no teacher is started."""
+    from evokd.graph.estimate import estimate
+    from evokd.graph.prepare import prepare
+
+    prepared = prepare(cfg)
+    data = prepared.data
+    where = f"data.hf {cfg.data.hf.path!r}" if cfg.data.uses_hub and cfg.data.hf else str(cfg.data.seed)
+    console.print(f"config ok: {cfg.task.type}, {len(cfg.task.labels)} labels; {len(data.seed)} seed, "
+                  f"{len(data.dev)} dev, {len(data.test)} test samples ({where}); prompts ok", highlight=False)
+    teacher = cfg.llm.base_url or f"embedded {cfg.teacher.weights} (not started)"
+    console.print(f"teacher: {cfg.llm.model} at {teacher}", highlight=False)
+    for line in estimate(cfg, data, prepared.prompts).lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print("dry run: nothing written", highlight=False)
 
 
 def _quote(value: str) -> str:
