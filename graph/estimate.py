@@ -218,13 +218,14 @@ def _limit_rounds(est: Estimate, cfg: RunConfig) -> None:
 
 
 def measured_speed(cfg: RunConfig) -> tuple[float, str] | None:
-    """Seconds per teacher token (in + out) of the newest finished run in runs_dir with this
-    teacher (the same model at the same endpoint, or the same embedded weights)."""
+    """Seconds per teacher token (in + out) of the newest finished run under runs_dir (benchmark
+    run folders included) with this teacher: the same model at the same endpoint, or, for the
+    embedded teacher, the same weights on a loopback port."""
     runs = Path(cfg.runs_dir)
     if not runs.is_dir():
         return None
     newest: tuple[float, float, str] | None = None
-    for result in runs.glob("*/result.json"):
+    for result in runs.glob("**/result.json"):
         try:
             got = json.loads(result.read_text(encoding="utf-8"))
             earlier = tomllib.loads((result.parent / "config.toml").read_text(encoding="utf-8"))
@@ -235,9 +236,13 @@ def measured_speed(cfg: RunConfig) -> tuple[float, str] | None:
         if tokens <= 0 or llm <= 0 or got.get("teacher_model") != cfg.llm.model:
             continue
         url = earlier.get("llm", {}).get("base_url")
-        same = url == cfg.llm.base_url and (url is not None or (
-            earlier.get("teacher", {}).get("weights") == cfg.teacher.weights
-            and earlier.get("teacher", {}).get("gguf") == (str(cfg.teacher.gguf) if cfg.teacher.gguf else None)))
+        if cfg.llm.base_url is not None:
+            same = url == cfg.llm.base_url
+        else:  # the embedded teacher: started by the run (no url) or by a benchmark (a loopback url)
+            teacher = earlier.get("teacher", {})
+            same = (url is None or url.startswith("http://127.0.0.1:")) \
+                and teacher.get("weights", "qwen2.5-coder-1.5b") == cfg.teacher.weights \
+                and teacher.get("gguf") == (str(cfg.teacher.gguf) if cfg.teacher.gguf else None)
         mtime = result.stat().st_mtime
         if same and (newest is None or mtime > newest[0]):
             newest = (mtime, llm / tokens, f"measured in {result.parent.name}")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.cli import app
 from evokd.config import load_config
-from evokd.graph.estimate import ReplySizes, estimate
+from evokd.graph.estimate import ReplySizes, estimate, measured_speed
 from evokd.graph.prepare import prepare
 from evokd.graph.runner import execute
 
@@ -57,6 +57,9 @@ def test_estimate_is_within_30_percent_of_a_scripted_run(tmp_path: Path, tiny_mo
     assert abs(est.tokens - spent) <= 0.3 * spent, (est.tokens, spent, est.lines())
     # The prompts alone (rendered on the seed data, no reply model involved) are within 30 % too.
     assert abs(est.rounds * est.round_in - usage["tokens_in"]) <= 0.3 * usage["tokens_in"]
+    # The next estimate knows the teacher's speed from this run.
+    again = estimate(cfg, prepared.data, prepared.prompts)
+    assert again.teacher_minutes is not None and result.run.root.name in again.speed_source
     # summary.md puts the estimate beside what was spent.
     summary = result.run.summary.read_text()
     assert "estimated before the run" in summary and f"{int(spent):,}" in summary, summary
@@ -73,6 +76,7 @@ def test_budget_limits_the_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     money = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=10, max_cost=0.01,
                                      price_in_per_1k=1.0, price_out_per_1k=1.0))
     assert estimate(money, prepared.data, prepared.prompts).limit == "max_cost"
+    assert measured_speed(cfg) is None  # no earlier run in runs_dir
 
 
 class BenchLikeTeacher(SentimentTeacher):
