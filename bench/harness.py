@@ -20,11 +20,12 @@ upper bound), and the ablations of evokd: `evokd-no-easy`, `evokd-no-correct`, `
 Every generating run gets the same `loop.max_tokens`, no plateau stop, and enough rounds to spend
 it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
 serves all runs: `--base-url`, else the config's `llm.base_url`, else the embedded teacher started
-once here (with `--jobs N`, with N parallel slots). Writes `<dataset>-<profile>.json`, `.md`, `.png`
-(dev F1 against teacher tokens) and `-per-class.png` (per-class F1 of each method) to docs/benchmarks/
-(in a checkout; else ./benchmarks/) after every run (a stopped benchmark keeps what it finished;
-`--resume` runs only the rest); the run folders go to runs/bench/<dataset>-<profile>/.
-`--jobs N` runs N of them at once, each in its own process and run folder, against one teacher.
+once here. Writes `<dataset>-<profile>.json`, `.md`, `.png` (dev F1 against teacher tokens) and
+`-per-class.png` (per-class F1 of each method) to docs/benchmarks/ (in a checkout; else
+./benchmarks/) after every run (a stopped benchmark keeps what it finished; `--resume` runs only
+the rest); the run folders go to runs/bench/<dataset>-<profile>/. `--jobs N` runs N of them at
+once, each in its own process and run folder, against the one teacher (the embedded one queues
+their requests: llama-cpp-python's server has no parallel slots).
 """
 
 from __future__ import annotations
@@ -375,6 +376,12 @@ def run_benchmark(
     runs_dir = (Path(runs_dir) if runs_dir is not None else RUNS) / f"{dataset}-{profile}"
     shared = [*base_overrides(bench, profile, data_dir, runs_dir), *(overrides or [])]
     base = load_config(spec.config, shared)
+    if base.data.uses_hub:
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            raise BenchError(f"{spec.config.name} reads {base.data.hf.path} through Hugging Face datasets: "
+                             'pip install "evokd[hf]", or give its files with --data DIR')
     chosen, skipped = resolve_methods(methods, profile, base.task.type)
     n_seeds = seeds if seeds is not None else PROFILES[profile].seeds
     if n_seeds < 1:
