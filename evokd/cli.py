@@ -51,7 +51,10 @@ def _out() -> Console:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # Escaped: a message quoting `evokd[hf]` or a list of labels is text, not console markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -85,6 +88,8 @@ def run(
     prompts: Annotated[Path | None, typer.Option(help="directory overriding any of the agent prompts")] = None,
     from_run: Annotated[Path | None, typer.Option("--from", help="fork: replay this run's teacher turns...")] = None,
     from_round: Annotated[int | None, typer.Option(help="...before this round, then continue live")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="check everything, write nothing, print what the run "
+                                          "will ask: rounds, calls, tokens, money, minutes")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step (INFO) to stderr")] = False,
 ) -> None:
     """Run the EvoKD loop until its budget or a plateau; the best student lands in RUN/student/.
@@ -117,6 +122,11 @@ def run(
             from evokd.agents.recording import Recording
 
             recording = Recording.from_run(from_run, mode="fork", until_round=from_round)
+        if dry_run:
+            if config is None or resume is not None or from_run is not None:
+                raise RunError("--dry-run takes a CONFIG file (not --resume or --from)")
+            _dry_run(load_config(config, overrides))
+            return
         if resume is not None:
             cfg, run_folder = resume_config(resume, overrides)
         elif config is None:
@@ -145,6 +155,23 @@ def run(
 
         console.print(Markdown(result.run.summary.read_text(encoding="utf-8")))
     console.print(f"[bold green]done[/]: {result.run.root}")
+
+
+def _dry_run(cfg) -> None:
+    """The pre-flight of a run and its estimate; nothing is written, no teacher is started."""
+    from evokd.graph.estimate import estimate
+    from evokd.graph.prepare import prepare
+
+    prepared = prepare(cfg)
+    data = prepared.data
+    where = f"data.hf {cfg.data.hf.path!r}" if cfg.data.uses_hub and cfg.data.hf else str(cfg.data.seed)
+    console.print(f"config ok: {cfg.task.type}, {len(cfg.task.labels)} labels; {len(data.seed)} seed, "
+                  f"{len(data.dev)} dev, {len(data.test)} test samples ({where}); prompts ok", highlight=False)
+    teacher = cfg.llm.base_url or f"embedded {cfg.teacher.weights} (not started)"
+    console.print(f"teacher: {cfg.llm.model} at {teacher}", highlight=False)
+    for line in estimate(cfg, data, prepared.prompts).lines():
+        console.print(line, highlight=False, soft_wrap=True)
+    console.print("dry run: nothing written", highlight=False)
 
 
 def _quote(value: str) -> str:
@@ -283,36 +310,23 @@ def compare(run_a: Annotated[Path, typer.Argument(help="a run folder (A)")],
         fail(str(exc))
 
 
-def _bench_harness():
-    """benchmarks/harness.py of the checkout evokd runs from (benchmarks are not installed)."""
-    import importlib.util
-
-    import evokd
-
-    path = Path(evokd.__file__).resolve().parents[1] / "benchmarks" / "harness.py"
-    if not path.is_file():
-        fail(f"{path} not found: evokd bench runs from a checkout of the repository")
-    spec = importlib.util.spec_from_file_location("evokd_bench_harness", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @app.command()
 def bench(
-    dataset: Annotated[str, typer.Argument(help="sst2, imdb, conll2003, conll04 (or sentiment, the demo)")],
+    dataset: Annotated[str, typer.Argument(help="a config file (CONFIG.toml), or a shipped benchmark: sst2, imdb, "
+                                           "conll2003, conll04, sentiment (the demo)")],
     methods: Annotated[str | None, typer.Option(help="comma-separated, e.g. evokd,static (default: the profile's)")]
     = None,
     seeds: Annotated[int | None, typer.Option(help="seeds per method (default: quick 1, full 3)")] = None,
     profile: Annotated[str, typer.Option(help="quick or full")] = "quick",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (else the embedded teacher)")]
     = None,
-    out: Annotated[Path | None, typer.Option(help="where the JSON, markdown and plot go (docs/benchmarks/)")] = None,
-    data: Annotated[Path | None, typer.Option(help="the dataset's directory (default ../shared/data/DATASET)")]
+    out: Annotated[Path | None, typer.Option(help="where the JSON, markdown and plot go (docs/benchmarks/ in a "
+                                             "checkout, else ./benchmarks/)")] = None,
+    data: Annotated[Path | None, typer.Option(help="a shipped benchmark's data directory (instead of the hub)")]
     = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every run: section.key=value")]
     = None,
+    jobs: Annotated[int, typer.Option(help="runs at once, each its own process and run folder, one teacher")] = 1,
     resume: Annotated[bool, typer.Option("--resume",
                                          help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
@@ -320,21 +334,22 @@ def bench(
     = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step (INFO) to stderr")] = False,
 ) -> None:
-    """Every method (baselines, EvoKD, ablations) on one dataset with one teacher-token budget, or a sweep.
+    """Every method (baselines, EvoKD, ablations) on one task with one teacher-token budget, or a sweep.
 
     Example: evokd bench sst2 --methods no-aug,static,evokd --seeds 1
     """
+    from evokd.bench import harness, sweep
+
     _setup_logging(verbose)
-    harness = _bench_harness()
     chosen = methods.split(",") if methods else None
-    common = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume}
+    common = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume, "jobs": jobs}
     try:
-        sweep = harness.sweep.parse_budgets(budgets) if budgets else None
+        sweep_budgets = sweep.parse_budgets(budgets) if budgets else None
     except ValueError as exc:
         fail(str(exc))
     try:
-        if sweep:
-            harness.run_budgets(dataset, sweep, chosen, seeds, profile, out, base_url, **common)
+        if sweep_budgets:
+            harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, **common)
         else:
             harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, **common)
     except (*_known_errors(), harness.BenchError) as exc:

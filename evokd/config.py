@@ -55,12 +55,39 @@ class TaskConfig(_Section):
         return self
 
 
+class HubConfig(_Section):
+    """A dataset read through Hugging Face `datasets` (`pip install "evokd[hf]"`), cached by it in
+    ~/.cache/huggingface/datasets (set HF_DATASETS_OFFLINE=1 to use only the cache)."""
+
+    # A hub name ("stanfordnlp/sst2"), a folder written by `Dataset(Dict).save_to_disk`, or a
+    # builder for local files ("csv", "json", "parquet") with `data_files`.
+    path: str
+    name: str | None = None  # the dataset's configuration (subset), e.g. "sst2" for "nyu-mll/glue"
+    revision: str | None = None
+    # Split -> file (or list of files), for the csv/json/parquet builders; relative to the config file.
+    data_files: dict[str, str | list[str]] = {}
+    seed_split: str = "train"
+    dev_split: str = "validation"
+    test_split: str | None = "test"  # "" or none: no test data
+    # NER: the word-token and tag columns (tags as strings or ClassLabel ids, any BIO scheme), or
+    # the entity-span column.
+    # Classification reads task.text_column and task.label_column (ClassLabel ids map through
+    # task.label_map by their number, else by their name).
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    # NER without a tags column: token spans [{start, end (exclusive), type}] (e.g. DFKI-SLT/conll04).
+    entities_column: str = "entities"
+
+
 class DataConfig(_Section):
     # Gold data the seed set is sampled from (k per class); use the whole file with sampling.k_per_class = 0.
     seed: Path | None = None
     dev: Path | None = None
     test: Path | None = None
-    # Only when a network exists: a Hugging Face dataset name, e.g. "glue/sst2" or "conll2003".
+    # A dataset through Hugging Face `datasets` ([data.hf]); files (seed and dev) take precedence,
+    # so `--set data.seed=...` or `evokd bench --data DIR` read local copies of a hub config's data.
+    hf: HubConfig | None = None
+    # Shorthand for [data.hf] path = "..." with the default splits.
     hf_dataset: str | None = None
     # Cap on dev/test rows (seeded sample) so evaluation stays cheap on a CPU.
     dev_limit: int | None = None
@@ -68,11 +95,20 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _has_dev(self) -> DataConfig:
-        if self.hf_dataset is None and self.dev is None:
+        if self.hf is None and self.hf_dataset is not None:
+            self.hf = HubConfig(path=self.hf_dataset)
+        if self.hf is not None and self.seed is None and self.dev is None:
+            return self
+        if self.dev is None:
             raise ValueError("data.dev is required: evokd never evaluates on training data")
-        if self.hf_dataset is None and self.seed is None:
+        if self.seed is None:
             raise ValueError("data.seed is required (the gold set the seed examples come from)")
         return self
+
+    @property
+    def uses_hub(self) -> bool:
+        """Read through `datasets` (no seed/dev files given)."""
+        return self.hf is not None and self.seed is None
 
 
 class SamplingConfig(_Section):
@@ -243,6 +279,16 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     for key in _TOP_PATHS:
         if key in data:
             data[key] = fix(data[key])
+    hub = data.get("data", {}).get("hf") if isinstance(data.get("data"), dict) else None
+    if isinstance(hub, dict):
+        files = hub.get("data_files")
+        if isinstance(files, dict):
+            hub["data_files"] = {split: [fix(f) for f in v] if isinstance(v, list) else fix(v)
+                                 for split, v in files.items()}
+        # A local folder (save_to_disk) is relative to the config file too; a hub name is kept.
+        path = hub.get("path")
+        if isinstance(path, str) and path.startswith((".", "/", "~")):
+            hub["path"] = str((base / Path(path).expanduser()).resolve())
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

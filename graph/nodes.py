@@ -275,6 +275,28 @@ def run_result(state: RunState, ctx: Context, test: dict | None) -> RunResult:
         seconds={k: usage.get(k, 0.0) for k in ("llm", "train", "eval", "total")})
 
 
+def estimate_beside_spent(state: RunState, ctx: Context) -> list[str]:
+    """What `evokd run --dry-run` estimated for this config and data, beside what the run spent."""
+    from evokd.graph.estimate import estimate
+
+    try:
+        est = estimate(ctx.cfg, ctx.data, ctx.prompts, speed=False)
+    except Exception as exc:  # the summary must be written whatever the estimate does
+        log.warning("no estimate for summary.md: %s", exc)
+        return []
+    usage = state.get("usage", {})
+    spent_in, spent_out = int(usage.get("tokens_in", 0)), int(usage.get("tokens_out", 0))
+    return [
+        "",
+        "| | rounds | teacher calls | tokens in | tokens out | tokens | cost |",
+        "|---|---|---|---|---|---|---|",
+        f"| estimated before the run (`--dry-run`) | {est.rounds} | {est.round_calls * est.rounds:.0f} | "
+        f"{est.rounds * est.round_in:,} | {est.rounds * est.round_out:,} | {est.tokens:,} | {est.cost:.4f} |",
+        f"| spent | {len(state.get('history', [])) - 1} | {int(usage.get('calls', 0))} | {spent_in:,} | "
+        f"{spent_out:,} | {spent_in + spent_out:,} | {usage.get('cost', 0.0):.4f} |",
+    ]
+
+
 def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
     history = state.get("history", [])
     seed_f1 = history[0]["f1"] if history else float("nan")
@@ -307,6 +329,7 @@ def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
         f"cost {usage.get('cost', 0.0):.4f}",
         f"- time: {usage.get('total', 0.0) / 60:.1f} min (LLM {usage.get('llm', 0.0) / 60:.1f}, "
         f"train {usage.get('train', 0.0) / 60:.1f}, eval {usage.get('eval', 0.0) / 60:.1f})",
+        *estimate_beside_spent(state, ctx),
         "",
         "| round | dev F1 | accepted | rejected | tokens (cumulative) |",
         "|---|---|---|---|---|",

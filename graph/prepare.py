@@ -31,45 +31,35 @@ def prepare(cfg: RunConfig) -> Prepared:
     return Prepared(cfg=cfg, data=data, prompts=prompts)
 
 
+def gold_pool(cfg: RunConfig) -> list[Sample]:
+    """Every gold sample the seed set is drawn from (the `full` baseline trains on them)."""
+    if cfg.data.uses_hub:
+        assert cfg.data.hf is not None
+        from evokd.student.hub import read_hub
+
+        return read_hub(cfg.data.hf, cfg.task)[0]
+    assert cfg.data.seed is not None
+    return read_samples(cfg.data.seed, cfg.task)
+
+
 def load_task_data(cfg: RunConfig) -> TaskData:
-    if cfg.data.hf_dataset:
-        return _load_hf(cfg)
-    assert cfg.data.seed is not None and cfg.data.dev is not None  # the config validator ensures it
-    pool = read_samples(cfg.data.seed, cfg.task)
+    if cfg.data.uses_hub:
+        assert cfg.data.hf is not None
+        from evokd.student.hub import read_hub
+
+        pool, dev_rows, test_rows = read_hub(cfg.data.hf, cfg.task)
+        where = f"data.hf {cfg.data.hf.path!r}"
+    else:
+        assert cfg.data.seed is not None and cfg.data.dev is not None  # the config validator ensures it
+        pool = read_samples(cfg.data.seed, cfg.task)
+        dev_rows = read_samples(cfg.data.dev, cfg.task)
+        test_rows = read_samples(cfg.data.test, cfg.task) if cfg.data.test else []
+        where = str(cfg.data.seed)
     seed = sample_k_shot(pool, cfg.task, cfg.sampling.k_per_class, cfg.sampling.seed)
-    dev = cap(read_samples(cfg.data.dev, cfg.task), cfg.data.dev_limit, cfg.sampling.seed)
-    test = cap(read_samples(cfg.data.test, cfg.task), cfg.data.test_limit, cfg.sampling.seed) \
-        if cfg.data.test else []
+    dev = cap(dev_rows, cfg.data.dev_limit, cfg.sampling.seed)
+    test = cap(test_rows, cfg.data.test_limit, cfg.sampling.seed)
     if not seed:
-        raise DataError(f"{cfg.data.seed}: no seed samples")
+        raise DataError(f"{where}: no seed samples")
     if not dev:
-        raise DataError(f"{cfg.data.dev}: no dev samples (evokd never evaluates on training data)")
+        raise DataError(f"{cfg.data.dev or where}: no dev samples (evokd never evaluates on training data)")
     return TaskData(seed=seed, dev=dev, test=test)
-
-
-def _load_hf(cfg: RunConfig) -> TaskData:
-    """A Hugging Face dataset (needs a network and `pip install datasets`)."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError("data.hf_dataset needs the `datasets` package: pip install datasets") from exc
-    name, _, subset = cfg.data.hf_dataset.partition("/")
-    ds = datasets.load_dataset(name, subset or None)
-    task = cfg.task
-    names = ds["train"].features[task.label_column].names \
-        if hasattr(ds["train"].features[task.label_column], "names") else None
-
-    def rows(split: str) -> list[Sample]:
-        out = []
-        for row in ds[split]:
-            raw = row[task.label_column]
-            label = names[raw] if names else str(raw)
-            out.append(Sample(text=row[task.text_column], label=task.label_map.get(label, label)))
-        return out
-
-    dev_split = "validation" if "validation" in ds else "test"
-    return TaskData(
-        seed=sample_k_shot(rows("train"), task, cfg.sampling.k_per_class, cfg.sampling.seed),
-        dev=cap(rows(dev_split), cfg.data.dev_limit, cfg.sampling.seed),
-        test=cap(rows("test"), cfg.data.test_limit, cfg.sampling.seed) if "test" in ds else [],
-    )

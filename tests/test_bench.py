@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +12,7 @@ from conftest import ROOT, SentimentTeacher
 from rich.console import Console
 
 from evokd.agents.scripted import ScriptedChatModel
-
-
-def load_harness():
-    spec = importlib.util.spec_from_file_location("evokd_bench_harness", ROOT / "benchmarks" / "harness.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-harness = load_harness()
+from evokd.bench import harness
 
 
 class BenchTeacher(SentimentTeacher):
@@ -148,7 +137,7 @@ def test_cli_loads_the_harness_and_reports_bad_input() -> None:
     from evokd.cli import app
 
     result = CliRunner().invoke(app, ["bench", "nosuch"], env={"COLUMNS": "200"})
-    assert result.exit_code == 1 and "unknown dataset 'nosuch'" in result.output
+    assert result.exit_code == 1 and "unknown dataset 'nosuch'" in result.output, result.output
     result = CliRunner().invoke(app, ["bench", "conll04", "--methods", "evokd,zerogen"], env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "unknown method(s) zerogen" in result.output
 
@@ -240,3 +229,52 @@ def test_budget_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert (out / "sentiment-quick-budgets.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="budgets"):
         harness.sweep.parse_budgets("3000,lots")
+
+
+def scripted_teacher(method: str) -> ScriptedChatModel:
+    """A fresh scripted teacher per run (module level: a `--jobs` worker process imports it)."""
+    return ScriptedChatModel(script=BenchTeacher())
+
+
+def comparable(rows: list[dict]) -> list[dict]:
+    """A benchmark's rows without what differs between two executions (wall time, teacher seconds,
+    run folders)."""
+    return [{k: ([row[:2] + row[3:] for row in v] if k == "spend" else v) for k, v in r.items()
+             if k not in ("seconds", "run_dir")} for r in rows]
+
+
+def test_bench_on_a_config_file_and_jobs_give_the_same_rows(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """`evokd bench CONFIG.toml`: any config `evokd run` accepts; `--jobs 2` runs two at a time,
+    each in its own process and run folder, with the same rows as one by one."""
+    from conftest import write_config
+
+    config = write_config(tmp_path / "task", tiny_model_dir, max_rounds=1)
+    config = config.rename(config.with_name("my_task.toml"))
+    overrides = ["loop.max_rounds=1", "loop.max_tokens=2000"]
+    results = {}
+    for jobs in (1, 2):
+        results[jobs] = harness.run_benchmark(
+            config, ["no-aug", "static", "evokd"], seeds=1, out_dir=tmp_path / f"out{jobs}",
+            runs_dir=tmp_path / f"runs{jobs}", overrides=overrides, chat_model_factory=scripted_teacher,
+            console=Console(file=(tmp_path / "console.txt").open("a"), width=200), jobs=jobs)
+    one, two = results[1], results[2]
+    assert one["dataset"] == "my_task" and (tmp_path / "out2" / "my_task-quick.json").is_file()
+    assert not any(r.get("error") for r in one["runs"])
+    assert [(r["method"], r["seed"]) for r in one["runs"]] == [("no-aug", 0), ("static", 0), ("evokd", 0)]
+    assert comparable(two["runs"]) == comparable(one["runs"])
+    assert one["settings"]["max_tokens"] == 2000
+    # Each graph run has its own run folder.
+    folders = [r["run_dir"] for r in two["runs"] if r["run_dir"]]
+    assert len(set(folders)) == 2 and all(Path(f).parent == tmp_path / "runs2" / "my_task-quick" for f in folders)
+
+
+def test_bench_command_takes_a_config_path(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from evokd.cli import app
+
+    result = CliRunner().invoke(app, ["bench", str(tmp_path / "missing.toml")], env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "missing.toml" in result.output
+    result = CliRunner().invoke(app, ["bench", str(ROOT / "examples/sentiment/config.toml"), "--data", "x"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 1 and "--data applies to the named benchmarks" in result.output

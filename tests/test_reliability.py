@@ -745,7 +745,7 @@ def test_write_atomic_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mon
 def test_student_save_failure_keeps_the_old_checkpoint(tmp_path: Path, tiny_model_dir: Path,
                                                        monkeypatch: pytest.MonkeyPatch, fail_at: str) -> None:
     from evokd.config import StudentConfig, TaskConfig
-    from evokd.student import model as model_module
+    from evokd.student import loading
     from evokd.student.model import build_student, load_student
 
     task = TaskConfig(labels=LABELS)
@@ -766,7 +766,7 @@ def test_student_save_failure_keeps_the_old_checkpoint(tmp_path: Path, tiny_mode
             if seen["n"] == 2:  # old checkpoint moved aside; moving the new one in fails
                 raise OSError(5, "Input/output error")
             return real(src, dst)
-        monkeypatch.setattr(model_module.os, "replace", second_replace_fails)
+        monkeypatch.setattr(loading.os, "replace", second_replace_fails)
     with pytest.raises(OSError):
         student.save(target)
     monkeypatch.undo()

@@ -1,8 +1,13 @@
 """Benchmarks against the paper's baselines and ablations, with one teacher, student, seed set and
 teacher-token budget for every method.
 
-    evokd bench sst2 [--methods evokd,static] [--seeds N] [--profile quick|full] [--base-url URL] [--out DIR]
-                     [--resume]
+    evokd bench sst2|CONFIG.toml [--methods evokd,static] [--seeds N] [--profile quick|full] [--base-url URL]
+                     [--out DIR] [--data DIR] [--set k=v] [--jobs N] [--budgets 3000,6000,12000] [--resume]
+
+A benchmark is a config `evokd run` accepts: a file, or the name of one shipped in
+evokd/bench/configs/ (sst2, imdb, conll2003, conll04: public datasets through Hugging Face
+`datasets`; sentiment: the quick-start demo). `--data DIR` reads a named benchmark's files from DIR
+instead (`DATASETS` says which); in a checkout with ../shared/data/NAME beside it, that is the default.
 
 Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
 label-conditioned texts, no feedback), `augment` (AugGPT-style paraphrases of the seed set), `evokd`
@@ -16,161 +21,70 @@ Every generating run gets the same `loop.max_tokens`, no plateau stop, and enoug
 it; seed i runs with `sampling.seed + i` and `student.seed + i` for every method. One teacher
 serves all runs: `--base-url`, else the config's `llm.base_url`, else the embedded teacher started
 once here. Writes `<dataset>-<profile>.json`, `.md`, `.png` (dev F1 against teacher tokens) and
-`-per-class.png` (per-class F1 of each method) to
-docs/benchmarks/ after every run (a stopped benchmark keeps what it finished; `--resume` runs only
-the rest); the run folders go to runs/bench/<dataset>-<profile>/.
+`-per-class.png` (per-class F1 of each method) to docs/benchmarks/ (in a checkout; else
+./benchmarks/) after every run (a stopped benchmark keeps what it finished; `--resume` runs only
+the rest); the run folders go to runs/bench/<dataset>-<profile>/. `--jobs N` runs N of them at
+once, each in its own process and run folder, against the one teacher (the embedded one queues
+their requests: llama-cpp-python's server has no parallel slots).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from evokd.bench import costs, sweep, tables
+from evokd.bench.registry import (
+    ABLATIONS,
+    CHECKOUT,
+    CLASSIFICATION_ONLY,
+    CONFIGS,
+    CUSTOM,
+    DATASETS,
+    MAIN,
+    METHODS,
+    OUT,
+    PAPER,
+    PROFILES,
+    ROOT,
+    RUNS,
+    SHARED,
+    BenchError,
+    Benchmark,
+    Dataset,
+    Profile,
+    Settings,
+    _q,
+    base_overrides,
+    resolve,
+    resolve_methods,
+    seed_overrides,
+)
+from evokd.bench.tables import EVOKD, plot, plot_per_class, print_table, render_markdown, summarise
 
-def _sibling(name: str) -> Any:
-    """benchmarks/<name>.py: benchmarks are scripts, not a package, and this module is itself loaded
-    by path (evokd bench, the tests), so its siblings are loaded the same way."""
-    module_name = f"evokd_bench_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, Path(__file__).with_name(f"{name}.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-tables = _sibling("tables")
-costs = _sibling("costs")
-sweep = _sibling("sweep")
-EVOKD, summarise, plot, plot_per_class = tables.EVOKD, tables.summarise, tables.plot, tables.plot_per_class
-render_markdown, print_table = tables.render_markdown, tables.print_table
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-OUT = ROOT / "docs" / "benchmarks"
-RUNS = ROOT / "runs" / "bench"
-
-# Config overrides per method; None: no graph run (trained directly, no teacher).
-# evokd-paper is the paper's loop with the paper's Analyst (samples only); evokd-paper+metrics adds
-# our per-label scores to it; evokd is the default loop (docs/method.md).
-PAPER = ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=false"]
-METHODS: dict[str, list[str] | None] = {
-    "no-aug": None,
-    "static": ['loop.method="static"'],
-    "augment": ['loop.method="augment"'],
-    "evokd": ['loop.method="evokd"'],
-    "evokd-paper": [*PAPER],
-    "evokd-paper+metrics": ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=true"],
-    "llm2llm": ['loop.method="llm2llm"'],
-    "full": None,
-    "evokd-paper-no-easy": [*PAPER, "loop.n_easy=0"],
-    "evokd-paper-no-correct": [*PAPER, "loop.analyst_sees_correct=false"],
-    "evokd-paper-no-review": [*PAPER, "loop.review_size=0"],
-    "evokd-paper-no-verifier": [*PAPER, "loop.separate_verifier=false"],
-}
-MAIN = ["no-aug", "static", "augment", "evokd", "evokd-paper", "evokd-paper+metrics", "llm2llm", "full"]
-ABLATIONS = ["evokd-paper-no-easy", "evokd-paper-no-correct", "evokd-paper-no-review", "evokd-paper-no-verifier"]
-CLASSIFICATION_ONLY = {"llm2llm"}
-
-
-class BenchError(Exception):
-    """A benchmark cannot run as asked; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Settings:
-    """One dataset under one profile."""
-
-    max_tokens: int  # teacher tokens (in + out) per generating run
-    dev_limit: int | None  # None: keep the example config's value
-    test_limit: int | None
-    full_samples: int  # gold training samples for the `full` baseline
-    full_epochs: int
-    max_rounds: int  # a cap high enough for the token budget to be what stops a run
-
-
-@dataclass(frozen=True)
-class Profile:
-    seeds: int  # default number of seeds
-    methods: list[str]  # default methods
-
-
-PROFILES = {
-    # About 20 minutes per dataset on 2 CPU cores with the embedded 1.5B teacher (5 generating runs).
-    "quick": Profile(seeds=1, methods=MAIN),
-    "full": Profile(seeds=3, methods=[*MAIN, *ABLATIONS]),
-}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    config: Path  # the example config the runs start from
-    data_dir: Path  # default; run_benchmark(data_dir=...) / --data overrides it
-    files: dict[str, str]  # data.seed / data.dev / data.test file names in data_dir
-    profiles: dict[str, Settings] = field(default_factory=dict)
-
-
-DATASETS: dict[str, Dataset] = {
-    "sst2": Dataset(ROOT / "examples" / "sst2.toml", SHARED / "sst2",
-                    {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
-                    {"quick": Settings(6000, 200, 300, 1000, 2, 20),
-                     "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
-    "imdb": Dataset(ROOT / "examples" / "imdb.toml", SHARED / "imdb",
-                    {"seed": "train.csv", "dev": "train.csv", "test": "test.csv"},
-                    {"quick": Settings(6000, 100, 200, 500, 2, 20),  # long reviews: smaller to fit ~20 min
-                     "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
-    "conll2003": Dataset(ROOT / "examples" / "conll2003.toml", SHARED / "conll2003",
-                         {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt"},
-                         {"quick": Settings(6000, 200, 300, 1000, 3, 20),
-                          "full": Settings(40000, 1000, 1000, 14041, 3, 60)}),
-    "conll04": Dataset(ROOT / "examples" / "conll04.toml", SHARED / "conll04",
-                       {"seed": "conll04_train.json", "dev": "conll04_dev.json", "test": "conll04_test.json"},
-                       {"quick": Settings(6000, 200, 288, 922, 5, 20),
-                        "full": Settings(40000, 231, 288, 922, 10, 60)}),
-    # The quick-start demo data: a minute-long look at the harness, and its tests.
-    "sentiment": Dataset(ROOT / "examples" / "sentiment" / "config.toml", ROOT / "examples" / "sentiment" / "data",
-                         {"seed": "seed.csv", "dev": "dev.csv", "test": "test.csv"},
-                         {"quick": Settings(3000, None, None, 6, 10, 10),
-                          "full": Settings(10000, None, None, 6, 10, 30)}),
-}
-
-
-def _q(value: object) -> str:
-    return json.dumps(str(value))
-
-
-def base_overrides(dataset: str, profile: str, data_dir: Path | None, runs_dir: Path) -> list[str]:
-    """What every run of a dataset under a profile shares: data, limits, budget, rounds."""
-    spec = DATASETS[dataset]
-    s = spec.profiles[profile]
-    where = Path(data_dir) if data_dir is not None else spec.data_dir
-    out = [f"data.{key}={_q((where / name).resolve())}" for key, name in spec.files.items()]
-    out += [f"data.dev_limit={s.dev_limit}"] if s.dev_limit is not None else []
-    out += [f"data.test_limit={s.test_limit}"] if s.test_limit is not None else []
-    # Equal budgets: the token budget stops a run, not a plateau (patience = the round cap).
-    out += [f"loop.max_tokens={s.max_tokens}", f"loop.max_rounds={s.max_rounds}", f"loop.patience={s.max_rounds}",
-            f"runs_dir={_q(runs_dir.resolve())}"]
-    return out
-
-
-def seed_overrides(cfg: Any, index: int) -> list[str]:
-    return [f"sampling.seed={cfg.sampling.seed + index}", f"student.seed={cfg.student.seed + index}"]
-
+# The registry's names stay reachable here (evokd.bench.harness.METHODS, ...), as before the split.
+__all__ = [
+    "ABLATIONS", "CHECKOUT", "CLASSIFICATION_ONLY", "CONFIGS", "CUSTOM", "DATASETS", "EVOKD", "MAIN",
+    "METHODS", "OUT", "PAPER", "PROFILES", "ROOT", "RUNS", "SHARED", "BenchError", "Benchmark", "Dataset",
+    "Profile", "Settings", "_q", "base_overrides", "plot", "plot_per_class", "print_table", "render_markdown",
+    "resolve", "resolve_methods", "seed_overrides", "summarise",
+]
 
 @contextlib.contextmanager
-def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, say: Callable[[str], None]
-                ) -> Iterator[list[str]]:
+def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, say: Callable[[str], None],
+                jobs: int = 1) -> Iterator[list[str]]:
     """The overrides that point every run at one teacher: a given URL, the config's, or the
-    embedded teacher started (or reused) once for the whole benchmark."""
+    embedded teacher started (or reused) once for the whole benchmark.
+
+    llama-cpp-python's server (0.3.36) has no parallel slots: it answers one request at a time and
+    queues the rest, so with `jobs` > 1 the runs overlap one run's student training with another's
+    teacher calls. A server with slots (vLLM, llama.cpp's `llama-server -np N`) serves them at once."""
     if scripted:
         yield []
         return
@@ -181,6 +95,8 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, s
     from evokd.teacher import local_teacher
 
     log_dir.mkdir(parents=True, exist_ok=True)
+    if jobs > 1:
+        say(f"{jobs} jobs share the embedded teacher, which answers one request at a time")
     with local_teacher(cfg.teacher, log_dir, on_status=say) as info:
         # llama_cpp.server takes a schema through json_object (it rejects json_schema).
         structured = [] if cfg.llm.structured != "auto" else ['llm.structured="json_object_schema"']
@@ -190,8 +106,8 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, s
 def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
     `full`: up to `full_samples` gold training samples, never a dev or test text."""
-    from evokd.graph.prepare import load_task_data
-    from evokd.student.data import cap, read_samples
+    from evokd.graph.prepare import gold_pool, load_task_data
+    from evokd.student.data import cap
     from evokd.student.model import build_student
 
     data = load_task_data(cfg)
@@ -200,8 +116,7 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     else:
         from evokd.core.text import normalise
 
-        assert cfg.data.seed is not None
-        pool = [s for s in read_samples(cfg.data.seed, cfg.task) if normalise(s.text) not in data.eval_keys]
+        pool = [s for s in gold_pool(cfg) if normalise(s.text) not in data.eval_keys]
         train, epochs = cap(pool, settings.full_samples, cfg.sampling.seed), settings.full_epochs
     started = time.time()
     student = build_student(cfg.task, cfg.student)
@@ -243,17 +158,64 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     }
 
 
-def resolve_methods(methods: list[str] | None, profile: str, task_type: str) -> tuple[list[str], dict[str, str]]:
-    chosen = list(methods or PROFILES[profile].methods)
-    unknown = [m for m in chosen if m not in METHODS]
-    if unknown:
-        raise BenchError(f"unknown method(s) {', '.join(unknown)}; one of {', '.join(METHODS)}")
-    skipped = {m: "classification only" for m in chosen if m in CLASSIFICATION_ONLY and task_type != "classification"}
-    return [m for m in chosen if m not in skipped], skipped
+def one_run(config: Path, overrides: list[str], method: str, settings: Settings,
+            chat_model_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
+    """One (method, seed) run: its row, or {"error"} (one failed run must not lose the others)."""
+    from evokd.config import load_config
+
+    try:
+        cfg = load_config(config, overrides)
+        if METHODS[method] is None:
+            return train_direct(cfg, method, settings)
+        model = chat_model_factory(method) if chat_model_factory is not None else None
+        return run_graph(cfg, model)
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _one_run_quiet(config: Path, overrides: list[str], method: str, settings: Settings,
+                   chat_model_factory: Callable[[str], Any] | None) -> dict[str, Any]:
+    """one_run in a worker process, its logging at warnings only (the parent prints the rows)."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    return one_run(config, overrides, method, settings, chat_model_factory)
+
+
+def run_parallel(todo: list[tuple[int, str, str, list[str]]], jobs: int, config: Path, teacher: list[str],
+                 settings: Settings, chat_model_factory: Callable[[str], Any] | None, console: Console,
+                 finished: Callable[[int, str, str, dict[str, Any]], None]) -> None:
+    """Up to `jobs` runs at once, each in a fresh process (spawned: no state shared with this one, so
+    a run's result is what it would be alone), against the one teacher in `teacher`."""
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
+        pending = {}
+        for i, method, label, run_overrides in todo:
+            future = pool.submit(_one_run_quiet, config, [*run_overrides, *teacher], method, settings,
+                                 chat_model_factory)
+            pending[future] = (i, method, label)
+        console.print(f"{len(todo)} runs, {jobs} at a time", highlight=False)
+        try:
+            while pending:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in ready:
+                    i, method, label = pending.pop(future)
+                    try:
+                        row = future.result()
+                    except Exception as exc:  # the worker process died
+                        row = {"error": f"{type(exc).__name__}: {exc}"}
+                    finished(i, method, label, row)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
 
 
 def run_benchmark(
-    dataset: str,
+    dataset: str | Path,
     methods: list[str] | None = None,
     seeds: int | None = None,
     profile: str = "quick",
@@ -267,26 +229,37 @@ def run_benchmark(
     console: Console | None = None,
     resume: bool = False,
     stem: str | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every (method, seed), write the JSON, markdown and plot, and return the result.
 
     `chat_model_factory(method)` replaces the teacher with a chat model per run (tests);
     `overrides` are `--set` items applied to every run after the profile's; `resume` keeps the
-    finished runs of an earlier benchmark with the same settings and runs only the rest."""
+    finished runs of an earlier benchmark with the same settings and runs only the rest; `jobs`
+    runs that many at once, each in its own process (a `chat_model_factory` must then be a
+    module-level function, so a spawned process can import it)."""
     from evokd import __version__
     from evokd.config import load_config
     from evokd.core.trace import write_atomic
 
     console = console or Console()
-    if dataset not in DATASETS:
-        raise BenchError(f"unknown dataset {dataset!r}; one of {', '.join(DATASETS)}")
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
-    spec, settings = DATASETS[dataset], DATASETS[dataset].profiles[profile]
+    if jobs < 1:
+        raise BenchError("--jobs must be at least 1")
+    bench = resolve(dataset, data_dir)
+    dataset, spec = bench.name, bench.spec
+    settings = spec.profiles[profile]
     out_dir = Path(out_dir) if out_dir is not None else OUT
     runs_dir = (Path(runs_dir) if runs_dir is not None else RUNS) / f"{dataset}-{profile}"
-    shared = [*base_overrides(dataset, profile, data_dir, runs_dir), *(overrides or [])]
+    shared = [*base_overrides(bench, profile, data_dir, runs_dir), *(overrides or [])]
     base = load_config(spec.config, shared)
+    if base.data.uses_hub:
+        import importlib.util
+
+        if importlib.util.find_spec("datasets") is None:
+            raise BenchError(f"{spec.config.name} reads {base.data.hf.path} through Hugging Face datasets: "
+                             'pip install "evokd[hf]", or give its files with --data DIR')
     chosen, skipped = resolve_methods(methods, profile, base.task.type)
     n_seeds = seeds if seeds is not None else PROFILES[profile].seeds
     if n_seeds < 1:
@@ -334,33 +307,40 @@ def run_benchmark(
         write_atomic(out_dir / f"{stem}.md", render_markdown(result))
         return result
 
-    with teacher_for(base, base_url, runs_dir, chat_model_factory is not None, console.print) as teacher:
-        for i in range(n_seeds):
-            for method in chosen:
-                label = f"[{len(runs) + 1}/{total}] {dataset} {method} seed {i}"
-                if (method, i) in done:
-                    runs.append(done[(method, i)])
-                    console.print(f"{label}: kept from the earlier run", highlight=False)
-                    continue
-                extra = METHODS[method] or []
-                cfg = load_config(spec.config, [*shared, *extra, *seed_overrides(base, i), *teacher,
-                                                f"name={_q(f'{dataset}-{method}-s{i}')}"])
+    todo: list[tuple[int, str, str, list[str]]] = []  # (seed, method, label, overrides) of each run to do
+    for i in range(n_seeds):
+        for method in chosen:
+            label = f"[{i * len(chosen) + chosen.index(method) + 1}/{total}] {dataset} {method} seed {i}"
+            if (method, i) in done:
+                runs.append(done[(method, i)])
+                console.print(f"{label}: kept from the earlier run", highlight=False)
+            else:
+                run_overrides = [*shared, *(METHODS[method] or []), *seed_overrides(base, i),
+                                 f"name={_q(f'{dataset}-{method}-s{i}')}"]
+                load_config(spec.config, run_overrides)  # a bad override fails here, before any run
+                todo.append((i, method, label, run_overrides))
+    order = {(m, i): n for n, (i, m) in enumerate((i, m) for i in range(n_seeds) for m in chosen)}
+
+    def finished(i: int, method: str, label: str, row: dict[str, Any]) -> None:
+        if "error" in row:
+            console.print(f"{label}: [red]failed[/] {row['error']}", highlight=False)
+        else:
+            console.print(f"{label}: dev F1 {row['dev_f1']:.4f}, "
+                          f"test F1 {row['test_f1'] if row['test_f1'] is None else round(row['test_f1'], 4)}, "
+                          f"{row['tokens']} tokens, {row['seconds']:.0f} s", highlight=False)
+        runs.append({"method": method, "seed": i, **seed_values[i], **row})
+        runs.sort(key=lambda r: order[(r["method"], r["seed"])])  # the order of a one-by-one benchmark
+        write(final=False)
+
+    with teacher_for(base, base_url, runs_dir, chat_model_factory is not None, console.print,
+                     jobs=min(jobs, len(todo)) or 1) as teacher:
+        if jobs == 1:
+            for i, method, label, run_overrides in todo:
                 console.print(f"{label} ...", highlight=False)
-                try:
-                    if METHODS[method] is None:
-                        row = train_direct(cfg, method, settings)
-                    else:
-                        model = chat_model_factory(method) if chat_model_factory is not None else None
-                        row = run_graph(cfg, model)
-                except Exception as exc:  # one failed run must not lose the others
-                    row = {"error": f"{type(exc).__name__}: {exc}"}
-                    console.print(f"{label}: [red]failed[/] {row['error']}", highlight=False)
-                else:
-                    console.print(f"{label}: dev F1 {row['dev_f1']:.4f}, "
-                                  f"test F1 {row['test_f1'] if row['test_f1'] is None else round(row['test_f1'], 4)}, "
-                                  f"{row['tokens']} tokens, {row['seconds']:.0f} s", highlight=False)
-                runs.append({"method": method, "seed": i, **seed_values[i], **row})
-                write(final=False)
+                finished(i, method, label, one_run(spec.config, [*run_overrides, *teacher], method, settings,
+                                                   chat_model_factory))
+        else:
+            run_parallel(todo, jobs, spec.config, teacher, settings, chat_model_factory, console, finished)
     result = write(final=True)
     print_table(result, console)
     console.print(f"wrote {out_dir / stem}.json, .md, .png", highlight=False)
@@ -370,13 +350,14 @@ def run_benchmark(
 def run_budgets(dataset: str, budgets: list[int], methods: list[str] | None = None, seeds: int | None = None,
                 profile: str = "quick", out_dir: Path | None = None, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """The benchmark at several token budgets, and test F1 against budget per method (sweep.py)."""
-    if dataset not in DATASETS or profile not in PROFILES:
-        raise BenchError(f"unknown dataset or profile: {dataset!r}, {profile!r}")
+    if profile not in PROFILES:
+        raise BenchError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
     if not budgets or min(budgets) < 1:
         raise BenchError("--budgets needs one or more positive token counts, e.g. 3000,6000,12000")
-    return sweep.run_budgets(run_benchmark, tables.write_budgets, DATASETS[dataset].profiles[profile], dataset,
-                             budgets, methods, seeds, profile, Path(out_dir) if out_dir is not None else OUT,
-                             *args, **kwargs)
+    bench = resolve(dataset, kwargs.get("data_dir"))
+    return sweep.run_budgets(run_benchmark, tables.write_budgets, bench.spec.profiles[profile], dataset, budgets,
+                             methods, seeds, profile, Path(out_dir) if out_dir is not None else OUT, *args,
+                             name=bench.name, **kwargs)
 
 
 def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], float]:

@@ -23,9 +23,11 @@ def run_budgets(run_benchmark: Callable[..., dict[str, Any]], write: Callable[..
                 settings: Any, dataset: str, budgets: list[int], methods: list[str] | None = None,
                 seeds: int | None = None, profile: str = "quick", out_dir: Path | None = None,
                 base_url: str | None = None, *, overrides: list[str] | None = None,
-                console: Console | None = None, **kwargs: Any) -> dict[str, Any]:
+                console: Console | None = None, name: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """One benchmark per budget (the profile's own budget keeps its usual file, the others
-    <dataset>-<profile>-<budget>tok), then <dataset>-<profile>-budgets.json/.md/.png in out_dir."""
+    <name>-<profile>-<budget>tok), then <name>-<profile>-budgets.json/.md/.png in out_dir; `name` is
+    the benchmark's (the dataset, or a config file's name)."""
+    name = name or dataset
     console = console or Console()
     results = {}
     for budget in sorted(set(budgets)):
@@ -34,8 +36,8 @@ def run_budgets(run_benchmark: Callable[..., dict[str, Any]], write: Callable[..
         extra = [] if own else budget_overrides(settings.max_rounds, settings.max_tokens, budget)
         results[budget] = run_benchmark(dataset, methods, seeds, profile, out_dir, base_url, console=console,
                                         overrides=[*(overrides or []), *extra],
-                                        stem=None if own else f"{dataset}-{profile}-{budget}tok", **kwargs)
-    return write(results, Path(out_dir) / f"{dataset}-{profile}-budgets", console)
+                                        stem=None if own else f"{name}-{profile}-{budget}tok", **kwargs)
+    return write(results, Path(out_dir) / f"{name}-{profile}-budgets", console)
 
 
 def parse_budgets(text: str) -> list[int]:

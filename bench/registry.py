@@ -1,0 +1,168 @@
+"""What a benchmark is: the named datasets and their configs, the profiles, the methods as config
+overrides, and the overrides every run of a benchmark shares (loaded by harness.py)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+CONFIGS = Path(__file__).resolve().with_name("configs")  # the shipped benchmark configs
+ROOT = Path(__file__).resolve().parents[1]
+# A checkout (editable install): results go to docs/benchmarks/ as before and this project's
+# machines keep the datasets in ../shared/data/ beside it. Installed: the working directory.
+CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "docs").is_dir()
+SHARED = ROOT.parent / "shared" / "data"
+OUT = ROOT / "docs" / "benchmarks" if CHECKOUT else Path("benchmarks")
+RUNS = ROOT / "runs" / "bench" if CHECKOUT else Path("runs") / "bench"
+
+# Config overrides per method; None: no graph run (trained directly, no teacher).
+# evokd-paper is the paper's loop with the paper's Analyst (samples only); evokd-paper+metrics adds
+# our per-label scores to it; evokd is the default loop (docs/method.md).
+PAPER = ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=false"]
+METHODS: dict[str, list[str] | None] = {
+    "no-aug": None,
+    "static": ['loop.method="static"'],
+    "augment": ['loop.method="augment"'],
+    "evokd": ['loop.method="evokd"'],
+    "evokd-paper": [*PAPER],
+    "evokd-paper+metrics": ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=true"],
+    "llm2llm": ['loop.method="llm2llm"'],
+    "full": None,
+    "evokd-paper-no-easy": [*PAPER, "loop.n_easy=0"],
+    "evokd-paper-no-correct": [*PAPER, "loop.analyst_sees_correct=false"],
+    "evokd-paper-no-review": [*PAPER, "loop.review_size=0"],
+    "evokd-paper-no-verifier": [*PAPER, "loop.separate_verifier=false"],
+}
+MAIN = ["no-aug", "static", "augment", "evokd", "evokd-paper", "evokd-paper+metrics", "llm2llm", "full"]
+ABLATIONS = ["evokd-paper-no-easy", "evokd-paper-no-correct", "evokd-paper-no-review", "evokd-paper-no-verifier"]
+CLASSIFICATION_ONLY = {"llm2llm"}
+
+
+class BenchError(Exception):
+    """A benchmark cannot run as asked; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One dataset under one profile."""
+
+    max_tokens: int  # teacher tokens (in + out) per generating run
+    dev_limit: int | None  # None: keep the example config's value
+    test_limit: int | None
+    full_samples: int  # gold training samples for the `full` baseline
+    full_epochs: int
+    max_rounds: int  # a cap high enough for the token budget to be what stops a run
+
+
+@dataclass(frozen=True)
+class Profile:
+    seeds: int  # default number of seeds
+    methods: list[str]  # default methods
+
+
+PROFILES = {
+    # About 20 minutes per dataset on 2 CPU cores with the embedded 1.5B teacher (5 generating runs).
+    "quick": Profile(seeds=1, methods=MAIN),
+    "full": Profile(seeds=3, methods=[*MAIN, *ABLATIONS]),
+}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    config: Path  # the config the runs start from
+    data_dir: Path | None  # default; run_benchmark(data_dir=...) / --data overrides it; None: the config's data
+    files: dict[str, str]  # data.seed / data.dev / data.test file names in a data dir
+    profiles: dict[str, Settings] = field(default_factory=dict)
+
+
+def _shared(name: str) -> Path | None:
+    """../shared/data/NAME beside a checkout, where this project's machines keep the datasets."""
+    where = SHARED / name
+    return where if CHECKOUT and where.is_dir() else None
+
+
+DATASETS: dict[str, Dataset] = {
+    "sst2": Dataset(CONFIGS / "sst2.toml", _shared("sst2"),
+                    {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+                    {"quick": Settings(6000, 200, 300, 1000, 2, 20),
+                     "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
+    "imdb": Dataset(CONFIGS / "imdb.toml", _shared("imdb"),
+                    {"seed": "train.csv", "dev": "train.csv", "test": "test.csv"},
+                    {"quick": Settings(6000, 100, 200, 500, 2, 20),  # long reviews: smaller to fit ~20 min
+                     "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
+    "conll2003": Dataset(CONFIGS / "conll2003.toml", _shared("conll2003"),
+                         {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt"},
+                         {"quick": Settings(6000, 200, 300, 1000, 3, 20),
+                          "full": Settings(40000, 1000, 1000, 14041, 3, 60)}),
+    "conll04": Dataset(CONFIGS / "conll04.toml", _shared("conll04"),
+                       {"seed": "conll04_train.json", "dev": "conll04_dev.json", "test": "conll04_test.json"},
+                       {"quick": Settings(6000, 200, 288, 922, 5, 20),
+                        "full": Settings(40000, 231, 288, 922, 10, 60)}),
+    # The quick-start demo data (shipped beside its config): a minute-long look at the harness, and its tests.
+    "sentiment": Dataset(CONFIGS / "sentiment.toml", None,
+                         {"seed": "seed.csv", "dev": "dev.csv", "test": "test.csv"},
+                         {"quick": Settings(3000, None, None, 6, 10, 10),
+                          "full": Settings(10000, None, None, 6, 10, 30)}),
+}
+# Any other config: the profile's budget unless the config sets loop.max_tokens (or --set does).
+CUSTOM = {"quick": Settings(6000, None, None, 1000, 3, 20), "full": Settings(40000, None, None, 10000, 3, 60)}
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """What `run_benchmark` runs: a named benchmark, or a config file."""
+
+    name: str  # names the outputs (<name>-<profile>.json) and the run folders
+    spec: Dataset
+
+
+def resolve(dataset: str | Path, data_dir: Path | None = None) -> Benchmark:
+    """A registered name (its shipped config), else a path to a config file."""
+    if isinstance(dataset, str) and dataset in DATASETS:
+        return Benchmark(dataset, DATASETS[dataset])
+    path = Path(dataset)
+    if path.suffix != ".toml" or not path.is_file():
+        raise BenchError(f"unknown dataset {str(dataset)!r}: give a config file (.toml) or one of "
+                         f"{', '.join(DATASETS)}")
+    if data_dir is not None:
+        raise BenchError("--data applies to the named benchmarks; for a config file set its [data] paths "
+                         "(or --set data.seed=...)")
+    from evokd.config import load_config
+
+    cfg = load_config(path)
+    name = path.stem if path.stem != "config" else path.resolve().parent.name
+    settings = {p: replace(s, max_tokens=cfg.loop.max_tokens or s.max_tokens) for p, s in CUSTOM.items()}
+    return Benchmark(name, Dataset(path.resolve(), None, {}, settings))
+
+
+def _q(value: object) -> str:
+    return json.dumps(str(value))
+
+
+def base_overrides(dataset: str | Benchmark, profile: str, data_dir: Path | None, runs_dir: Path) -> list[str]:
+    """What every run of a dataset under a profile shares: data, limits, budget, rounds."""
+    spec = (dataset if isinstance(dataset, Benchmark) else resolve(dataset)).spec
+    s = spec.profiles[profile]
+    where = Path(data_dir) if data_dir is not None else spec.data_dir
+    out = [f"data.{key}={_q((where / name).resolve())}" for key, name in spec.files.items()] if where else []
+    out += [f"data.dev_limit={s.dev_limit}"] if s.dev_limit is not None else []
+    out += [f"data.test_limit={s.test_limit}"] if s.test_limit is not None else []
+    # Equal budgets: the token budget stops a run, not a plateau (patience = the round cap).
+    out += [f"loop.max_tokens={s.max_tokens}", f"loop.max_rounds={s.max_rounds}", f"loop.patience={s.max_rounds}",
+            f"runs_dir={_q(runs_dir.resolve())}"]
+    return out
+
+
+def seed_overrides(cfg: Any, index: int) -> list[str]:
+    return [f"sampling.seed={cfg.sampling.seed + index}", f"student.seed={cfg.student.seed + index}"]
+
+
+def resolve_methods(methods: list[str] | None, profile: str, task_type: str) -> tuple[list[str], dict[str, str]]:
+    chosen = list(methods or PROFILES[profile].methods)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise BenchError(f"unknown method(s) {', '.join(unknown)}; one of {', '.join(METHODS)}")
+    skipped = {m: "classification only" for m in chosen if m in CLASSIFICATION_ONLY and task_type != "classification"}
+    return [m for m in chosen if m not in skipped], skipped
