@@ -7,6 +7,7 @@ checks (empty, too long, duplicate, equal to an evaluation text) before any toke
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,8 +106,11 @@ class Labelled:
 
 
 def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
-                batch_size: int, concurrency: int = 1, temperature: float | None = None) -> Labelled:
-    """Label texts in batches of `batch_size`; a batch with no valid reply costs its texts, not the run."""
+                batch_size: int, concurrency: int = 1, temperature: float | None = None,
+                verdict: Callable[[int, str, Any], Verdict] | None = None) -> Labelled:
+    """Label texts in batches of `batch_size`; a batch with no valid reply costs its texts, not the run.
+    `verdict(i, text, annotation)` judges text i (default: the Verifier's rules, `judge`)."""
+    verdict = verdict or (lambda i, text, value: judge(text, value, task))
     chunks = [texts[start:start + batch_size] for start in range(0, len(texts), batch_size)]
 
     def label(chunk: list[str]) -> tuple[list[Any] | None, Answer[Any]]:
@@ -128,7 +132,9 @@ def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: l
         elif values is None:
             verdicts += [Verdict(reason=f"verifier reply invalid: {answer.error}") for _ in chunk]
         else:
-            verdicts += [judge(text, value, task) for text, value in zip(chunk, values, strict=True)]
+            first = len(verdicts)
+            verdicts += [verdict(first + j, text, value)
+                         for j, (text, value) in enumerate(zip(chunk, values, strict=True))]
     return Labelled(verdicts, calls)
 
 
@@ -152,19 +158,10 @@ def disagreement(verdict: Any, intended: Any, task: TaskConfig) -> str | None:
 
 
 def confirm_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
-                  *, round: int, batch_size: int, temperature: float | None = None) -> Labelled:
+                  *, round: int, batch_size: int, concurrency: int = 1, temperature: float | None = None
+                  ) -> Labelled:
     """The default loop's Verifier: label the texts blind, in batches, and reject each one whose
     label (entities) does not confirm the one it was written for. Verdicts carry only the reason."""
-    verdicts: list[Verdict] = []
-    calls: list[LLMCall] = []
-    for start in range(0, len(texts), batch_size):
-        chunk, meant = texts[start:start + batch_size], intended[start:start + batch_size]
-        values, answer = annotate_batch(teacher, prompts, task, chunk, round=round, temperature=temperature)
-        calls += answer.calls
-        if answer.budget_spent:
-            verdicts += [Verdict(reason="teacher budget spent before labelling") for _ in chunk]
-        elif values is None:
-            verdicts += [Verdict(reason=f"verifier reply invalid: {answer.error}") for _ in chunk]
-        else:
-            verdicts += [Verdict(reason=disagreement(v, m, task)) for v, m in zip(values, meant, strict=True)]
-    return Labelled(verdicts, calls)
+    return label_texts(teacher, prompts, task, texts, round=round, batch_size=batch_size, concurrency=concurrency,
+                       temperature=temperature,
+                       verdict=lambda i, text, value: Verdict(reason=disagreement(value, intended[i], task)))

@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from evokd.bench.tables import best_within, mean_curve
+
 OUT_PRICE = 4.0  # an output token costs this many input tokens
 MEASURES = {
     "tokens": "teacher tokens (in + out)",
@@ -50,10 +52,6 @@ def curve(run: dict[str, Any], measure: str) -> list[list[float]] | None:
     return None if rows is None else [[position(row, measure), row[3]] for row in rows]
 
 
-def best_within(points: list[list[float]], limit: float) -> float:
-    return max(f1 for spent, f1 in points if spent <= limit)
-
-
 def at_equal(own: dict[str, Any], other: dict[str, Any], measure: str) -> float | None:
     """Best dev F1 of `own` minus `other`'s, each within what both had spent in the measure."""
     a, b = curve(own, measure), curve(other, measure)
@@ -69,12 +67,6 @@ def totals(run: dict[str, Any]) -> dict[str, float] | None:
         return None
     last = rows[-1]
     return {"tokens_in": last[0], "tokens_out": last[1], "price": position(last, "price"), "seconds": last[2]}
-
-
-def mean_curve(curves: list[list[list[float]]], grid: list[float]) -> list[float]:
-    """Each run's dev F1 at each grid point (its latest round within that spend), averaged."""
-    return [statistics.fmean(max((c for c in points if c[0] <= x), key=lambda c: c[0])[1] for points in curves)
-            for x in grid]
 
 
 def plot_costs(result: dict[str, Any], path: Path, levels: set[str]) -> None:

@@ -261,7 +261,8 @@ def confirm(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     random.Random(ctx.cfg.sampling.seed + state["round"]).shuffle(check)
     confirmed = confirm_texts(ctx.teacher, ctx.prompts, task, [records[i].text for i in check],
                               [candidates[i]["annotation"] for i in check], round=state["round"],
-                              batch_size=loop.verifier_batch_size, temperature=ctx.cfg.llm.verifier_temperature)
+                              batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
+                              temperature=ctx.cfg.llm.verifier_temperature)
     for i, verdict in zip(check, confirmed.verdicts, strict=True):
         records[i].reason = verdict.reason
     for record in records:
