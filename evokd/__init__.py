@@ -7,4 +7,4 @@ import os
 # It must be set before torch is first imported, which every evokd entry point does after this.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -22,7 +22,7 @@ from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.records import LLMCall, RunHeader
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import TraceWriter, write_atomic
+from evokd.core.trace import TraceWriter, read_trace, write_atomic
 from evokd.graph.build import build_graph, recursion_limit
 from evokd.graph.context import Context, Events, StudentHolder
 from evokd.graph.prepare import Prepared, prepare
@@ -150,4 +150,16 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[Ru
     run = RunFolder(Path(run_dir))
     if not run.config.exists():
         raise RunError(f"{run_dir}: not a run folder (no config.toml)")
-    return load_config(run.config, overrides), run
+    cfg = load_config(run.config, overrides)
+    if cfg.loop.method == "evokd" and recorded_before_default_loop(run):
+        # Until 0.2.0 "evokd" named the paper's loop: a resume or replay of such a run stays on it.
+        cfg = load_config(run.config, [*(overrides or []), 'loop.method="evokd-paper"'])
+    return cfg, run
+
+
+def recorded_before_default_loop(run: RunFolder) -> bool:
+    """Whether the run was recorded by evokd 0.1 (whose loop.method "evokd" is today's evokd-paper)."""
+    if not run.trace.exists():
+        return False
+    header = next((r for r in read_trace(run.trace) if isinstance(r, RunHeader)), None)
+    return header is not None and header.evokd_version.startswith("0.1.")

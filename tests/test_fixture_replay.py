@@ -28,3 +28,19 @@ def test_recorded_run_replays_exactly(tmp_path: Path) -> None:
     again = [json.loads(x) for x in result.run.samples.read_text().splitlines()]
     strip = lambda rows: [(s["round"], s["text"], s["label"], s["accepted"], s["predicted"]) for s in rows]  # noqa: E731
     assert strip(again) == strip(original)
+
+
+def test_a_run_of_evokd_0_1_stays_on_the_papers_loop(tmp_path: Path) -> None:
+    # Until 0.2.0 loop.method "evokd" was the paper's loop; the fixture was recorded by 0.1.0.
+    import shutil
+
+    from evokd.graph.runner import resume_config
+
+    run = tmp_path / "old-run"
+    shutil.copytree(FIXTURE, run)
+    config = run / "config.toml"
+    config.write_text(config.read_text().replace('method = "evokd-paper"', 'method = "evokd"'))
+    cfg, _ = resume_config(run)
+    assert cfg.loop.method == "evokd-paper"
+    (run / "trace.jsonl").unlink()  # nothing says which evokd wrote it: the config is taken as it is
+    assert resume_config(run)[0].loop.method == "evokd"
