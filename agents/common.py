@@ -66,8 +66,8 @@ def one_of(values: list[str]) -> Any:
     return Annotated[str, Field(json_schema_extra={"enum": values})]
 
 
-def counted(item: Any, n: int, what: str | None = None) -> Any:
+def counted(item: Any, n: int, what: str | None = None, alias: str | None = None) -> Any:
     """A list field whose JSON schema asks for exactly n items while validation takes any number
-    (a short list is topped up or accepted as it is)."""
-    return (list[item], Field(default_factory=list, description=what,
+    (a short list is topped up or accepted as it is); `alias` is its key in the reply."""
+    return (list[item], Field(default_factory=list, description=what, alias=alias,
                               json_schema_extra={"minItems": n, "maxItems": n}))

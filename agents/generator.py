@@ -128,11 +128,8 @@ def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> typ
         entity = create_model("Entity", text=(str, ...), type=(str, ...))
         item = create_model("AnnotatedSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
     hard_key, easy_key = reply_keys(label)
-    return create_model("TargetedReply",
-                        hard=(list[item], Field(default_factory=list, alias=hard_key,
-                                                json_schema_extra={"minItems": n_hard, "maxItems": n_hard})),
-                        easy=(list[item], Field(default_factory=list, alias=easy_key,
-                                                json_schema_extra={"minItems": n_easy, "maxItems": n_easy})))
+    return create_model("TargetedReply", hard=counted(item, n_hard, alias=hard_key),
+                        easy=counted(item, n_easy, alias=easy_key))
 
 
 def write_targeted(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
