@@ -12,28 +12,11 @@ NER_DEMO = ROOT / "examples" / "ner_demo" / "data"
 
 def classifier_run(root: Path, model_dir: Path) -> Path:
     """A run folder (config.toml + student/) whose student is the tiny BERT trained on the demo data."""
-    from evokd.config import dump_config, load_config
-    from evokd.student.data import read_samples
-    from evokd.student.model import build_student
-
     config = write_config(root / "cfg", model_dir)
-    cfg = load_config(config)
-    run = root / "run"
-    run.mkdir(parents=True)
-    (run / "config.toml").write_text(dump_config(cfg))
-    student = build_student(cfg.task, cfg.student)
-    assert cfg.data.seed is not None and cfg.data.dev is not None
-    train = read_samples(cfg.data.seed, cfg.task) + read_samples(cfg.data.dev, cfg.task)
-    student.fit(train, epochs=15, seed=0)
-    student.save(run / "student")
-    return run
+    return trained_run(config, root)
 
 
 def ner_run(root: Path, model_dir: Path) -> Path:
-    from evokd.config import dump_config, load_config
-    from evokd.student.data import read_samples
-    from evokd.student.model import build_student
-
     lines = [
         'name = "ner-test"',
         f"runs_dir = {json.dumps(str(root / 'runs'))}",
@@ -48,6 +31,15 @@ def ner_run(root: Path, model_dir: Path) -> Path:
     (root / "cfg").mkdir(parents=True)
     config = root / "cfg" / "config.toml"
     config.write_text("\n".join(lines) + "\n")
+    return trained_run(config, root)
+
+
+def trained_run(config: Path, root: Path) -> Path:
+    """root/run: a run folder holding `config` and a student trained on its seed and dev files."""
+    from evokd.config import dump_config, load_config
+    from evokd.student.data import read_samples
+    from evokd.student.model import build_student
+
     cfg = load_config(config)
     run = root / "run"
     run.mkdir(parents=True)
