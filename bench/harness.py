@@ -284,6 +284,8 @@ def run_benchmark(
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     done, earlier_minutes = finished_runs(out_dir / f"{stem}.json", head) if resume else ({}, 0.0)
+    for kept in done.values():  # runs benchmarked before spend was recorded: read their folders once
+        kept.setdefault("spend", costs.spend(kept))
     runs: list[dict[str, Any]] = []
     total = len(chosen) * n_seeds
     started = time.time()
