@@ -145,6 +145,10 @@ class LoopConfig(_Section):
     # evokd: the student's hardest texts of a label (highest loss in the batch it has just seen)
     # shown to the Generator as material to vary.
     show_errors: int = Field(2, ge=0)
+    # evokd: hard texts are asked of a label only when the student got some of that label's latest
+    # texts wrong, to vary them; a label without errors gets n_hard + n_easy plain texts (no Verifier
+    # call), as the errors of a seed-only student are mostly noise.
+    hard_from_errors: bool = True
     # evokd: which texts the Verifier labels blind to confirm their intended label. "contested": the
     # ones the student (before training on them) labels otherwise, as generator and student agreeing
     # is already two votes; "hard": the hard ones; "all": every text.

@@ -194,11 +194,13 @@ def targeted(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     candidates: list[dict[str, Any]] = []
     calls: list[LLMCall] = []
     for label in task.labels:
+        errors = hardest(state.get("latest", []), label, max(loop.show_errors, 1), task.type == "ner")
+        examples = errors[: loop.show_errors]
+        n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
         found, new_calls, budget_spent = write_targeted(
             ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
-            weaknesses=state.get("diagnosis", []),
-            examples=hardest(state.get("latest", []), label, loop.show_errors, task.type == "ner"),
-            n_hard=loop.n_hard, n_easy=loop.n_easy)
+            weaknesses=state.get("diagnosis", []), examples=examples,
+            n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard)
         candidates += found
         calls += new_calls
         if budget_spent:

@@ -24,9 +24,15 @@ def handler_name(schema: str) -> str:
 
 
 def reply_keys(messages: list) -> tuple[str, str]:
-    """The default loop's Generator keys ("tricky_<label>", "plain_<label>"), as its prompt shows them."""
+    """The default loop's Generator keys ("tricky_<label>", "plain_<label>"), as its prompt shows them;
+    a prompt that asks for plain texts only has no tricky key, and the reply none either ("-")."""
     keys = re.findall(r'"((?:tricky|plain)_\w+)"', str(messages[-1].content))
-    return keys[0], next(k for k in keys if k.startswith("plain_"))
+    easy = next(k for k in keys if k.startswith("plain_"))
+    return next((k for k in keys if k.startswith("tricky_")), "-"), easy
+
+
+def without_unasked(reply: dict) -> str:
+    return json.dumps({k: v for k, v in reply.items() if k != "-"})
 
 
 def numbered_texts(messages: list) -> list[str]:
@@ -78,11 +84,11 @@ class SentimentTeacher(ScriptedTeacher):
         self.targeted_calls = getattr(self, "targeted_calls", 0) + 1
         hard, easy = reply_keys(messages)
         n = self.targeted_calls
-        if hard.endswith("positive"):
-            return json.dumps({hard: [f"A great cast lifts plot number {n}.", f"Loved every scene of story {n}."],
-                               easy: [f"A superb delight from start to end {n}.", f"Great fun, reel {n}."]})
-        return json.dumps({hard: [f"Not a good film in week {n}.", f"A great waste of evening {n}."],
-                           easy: [f"Awful and boring picture {n}.", f"Dull plot and weak acting {n}."]})
+        if easy.endswith("positive"):
+            return without_unasked({hard: [f"A great cast lifts plot number {n}.", f"Loved every scene of story {n}."],
+                                    easy: [f"A superb delight from start to end {n}.", f"Great fun, reel {n}."]})
+        return without_unasked({hard: [f"Not a good film in week {n}.", f"A great waste of evening {n}."],
+                                easy: [f"Awful and boring picture {n}.", f"Dull plot and weak acting {n}."]})
 
     def verifier_reply(self, messages: list) -> str:
         self.seen_verifier_prompts.append(str(messages[-1].content))
@@ -120,7 +126,7 @@ class NerTeacher(ScriptedTeacher):
         self.round += 1
         hard, easy = reply_keys(messages)
         r = self.round
-        return json.dumps({
+        return without_unasked({
             hard: [{"text": f"Nordic Bank opened in Oslo on day {r} .",
                     "entities": [{"text": "Nordic Bank", "type": "ORG"}, {"text": "Oslo", "type": "LOC"}]},
                    {"text": f"Tom Reed joined Nordic Bank in week {r} .",

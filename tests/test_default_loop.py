@@ -35,7 +35,7 @@ def test_default_loop_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     # The tiny random student's embeddings say little, so the near-duplicate check is off here
     # (tested on its own below).
     cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=2, n_hard=2, n_easy=2,
-                                   dedup_cosine=1.0))
+                                   dedup_cosine=1.0, hard_from_errors=False))
     assert cfg.loop.method == "evokd" and cfg.loop.verify == "hard"
     result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
     calls = calls_of(result.run)
@@ -67,6 +67,28 @@ def test_default_loop_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
         assert kept.count("positive") == 4 and kept.count("negative") == 3
     # The trainer records how sure the student was of each accepted sample before training on it.
     assert all(0.0 <= s["confidence"] <= 1.0 for s in generated if s["accepted"])
+
+
+def test_hard_texts_only_where_the_student_erred(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=2, n_hard=2, n_easy=2,
+                                   dedup_cosine=1.0))
+    assert cfg.loop.hard_from_errors
+    result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    calls = calls_of(result.run)
+    generator = [c for c in calls if c.node == "generator"]
+    # Round 1 probes the seed set: no generated text was wrong yet, so each label is asked for
+    # n_hard + n_easy plain texts and nothing goes to the Verifier.
+    first = [c.messages[-1]["content"] for c in generator if c.round == 1]
+    assert len(first) == 2 and not any("tricky_" in m for m in first)
+    assert all("4 plain, typical" in m for m in first)
+    assert not [c for c in calls if c.node == "verifier" and c.round == 1]
+    # The untrained tiny student is unsure of every round-1 text (loss >= 0.25): round 2 varies them.
+    second = [c.messages[-1]["content"] for c in generator if c.round == 2]
+    assert all("tricky_" in m and "wrong or nearly wrong" in m for m in second)
+    assert [c for c in calls if c.node == "verifier" and c.round == 2]
+    samples = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
+    assert {s["intent"] for s in samples if s["round"] == 1} == {"easy"}
+    assert {s["intent"] for s in samples if s["round"] == 2} == {"hard", "easy"}
 
 
 def runtime_for(cfg, script) -> SimpleNamespace:
@@ -151,7 +173,7 @@ def test_near_duplicate_rejected_in_a_run(tmp_path: Path, tiny_model_dir: Path) 
 
 def test_ner_default_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="evokd"', "loop.max_rounds=1",
-                                                             "loop.dedup_cosine=1.0"])
+                                                             "loop.dedup_cosine=1.0", "loop.hard_from_errors=false"])
     result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
     generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
     by_reason = {s["reason"] for s in generated if not s["accepted"]}

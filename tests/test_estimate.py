@@ -95,8 +95,13 @@ def test_estimate_of_the_default_loop(tmp_path: Path, tiny_model_dir: Path) -> N
     prepared = prepare(cfg)
     est = estimate(cfg, prepared.data, prepared.prompts, speed=False)
     nodes = {c.node: c for c in est.calls}
-    # One Generator call per label; the Verifier labels the 2 x 2 hard texts in one batch; the
-    # Analyst runs in 2 of 5 rounds (none in round 1, then every second round).
-    assert (nodes["generator"].calls, nodes["verifier"].calls, nodes["analyst"].calls) == (2, 1, 0.4)
-    assert est.round_calls == 3.4 and est.tokens == est.rounds * (est.round_in + est.round_out)
+    # One Generator call per label; the Verifier labels the 2 x 2 hard texts in one batch from round 2
+    # on (round 1 has no wrong texts to vary, so no hard ones): 4 of 5 rounds; the Analyst runs in 2
+    # of 5 rounds (none in round 1, then every second round).
+    assert (nodes["generator"].calls, nodes["verifier"].calls, nodes["analyst"].calls) == (2, 0.8, 0.4)
+    assert est.round_calls == 3.2 and est.tokens == est.rounds * (est.round_in + est.round_out)
     assert "analyst: 0.4 x" in "\n".join(est.lines())
+    every_round = estimate(load_config(write_config(tmp_path / "always", tiny_model_dir, method="evokd", max_rounds=5,
+                                                    n_hard=2, n_easy=2, hard_from_errors=False)),
+                           prepared.data, prepared.prompts, speed=False)
+    assert {c.node: c.calls for c in every_round.calls}["verifier"] == 1
