@@ -122,6 +122,9 @@ class StudentConfig(_Section):
     max_length: int = Field(128, ge=8)
     learning_rate: float = Field(1e-4, gt=0)
     epochs_per_round: int = Field(6, ge=1)
+    # "constant", or "linear": warmup over warmup_ratio of a fit's steps, then linear decay to zero.
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
     seed_epochs: int = Field(10, ge=1)
     batch_size: int = Field(8, ge=1)
     seed: int = 42
@@ -145,10 +148,9 @@ class LoopConfig(_Section):
     # evokd: the student's hardest texts of a label (highest loss in the batch it has just seen)
     # shown to the Generator as material to vary.
     show_errors: int = Field(2, ge=0)
-    # evokd: hard texts are asked of a label only when the student got some of that label's latest
-    # texts wrong, to vary them; a label without errors gets n_hard + n_easy plain texts (no Verifier
-    # call), as the errors of a seed-only student are mostly noise.
-    hard_from_errors: bool = True
+    # evokd: ask a label for hard texts only when the student got some of its latest texts wrong, to
+    # vary them (else n_hard + n_easy plain texts, no Verifier call). Lost on SST-2 dev: off.
+    hard_from_errors: bool = False
     # evokd: which texts the Verifier labels blind to confirm their intended label. "contested": the
     # ones the student (before training on them) labels otherwise, as generator and student agreeing
     # is already two votes; "hard": the hard ones; "all": every text.

@@ -35,8 +35,8 @@ def test_default_loop_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     # The tiny random student's embeddings say little, so the near-duplicate check is off here
     # (tested on its own below).
     cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=2, n_hard=2, n_easy=2,
-                                   dedup_cosine=1.0, hard_from_errors=False))
-    assert cfg.loop.method == "evokd" and cfg.loop.verify == "hard"
+                                   dedup_cosine=1.0))
+    assert cfg.loop.method == "evokd" and cfg.loop.verify == "hard" and not cfg.loop.hard_from_errors
     result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
     calls = calls_of(result.run)
     generator = [c for c in calls if c.node == "generator"]
@@ -71,8 +71,7 @@ def test_default_loop_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
 
 def test_hard_texts_only_where_the_student_erred(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=2, n_hard=2, n_easy=2,
-                                   dedup_cosine=1.0))
-    assert cfg.loop.hard_from_errors
+                                   dedup_cosine=1.0, hard_from_errors=True))
     result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
     calls = calls_of(result.run)
     generator = [c for c in calls if c.node == "generator"]
@@ -173,7 +172,7 @@ def test_near_duplicate_rejected_in_a_run(tmp_path: Path, tiny_model_dir: Path) 
 
 def test_ner_default_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="evokd"', "loop.max_rounds=1",
-                                                             "loop.dedup_cosine=1.0", "loop.hard_from_errors=false"])
+                                                             "loop.dedup_cosine=1.0"])
     result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
     generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
     by_reason = {s["reason"] for s in generated if not s["accepted"]}

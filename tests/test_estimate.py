@@ -91,7 +91,8 @@ class BenchLikeTeacher(SentimentTeacher):
 
 
 def test_estimate_of_the_default_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
-    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=5, n_hard=2, n_easy=2))
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=5, n_hard=2, n_easy=2,
+                                   hard_from_errors=True))
     prepared = prepare(cfg)
     est = estimate(cfg, prepared.data, prepared.prompts, speed=False)
     nodes = {c.node: c for c in est.calls}
@@ -102,6 +103,6 @@ def test_estimate_of_the_default_loop(tmp_path: Path, tiny_model_dir: Path) -> N
     assert est.round_calls == 3.2 and est.tokens == est.rounds * (est.round_in + est.round_out)
     assert "analyst: 0.4 x" in "\n".join(est.lines())
     every_round = estimate(load_config(write_config(tmp_path / "always", tiny_model_dir, method="evokd", max_rounds=5,
-                                                    n_hard=2, n_easy=2, hard_from_errors=False)),
+                                                    n_hard=2, n_easy=2)),
                            prepared.data, prepared.prompts, speed=False)
     assert {c.node: c.calls for c in every_round.calls}["verifier"] == 1

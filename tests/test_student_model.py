@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from evokd.student.model import (
     TaggerStudent,
     build_student,
     load_student,
+    rate_factor,
     resolve_model_path,
 )
 
@@ -186,3 +188,12 @@ def test_tagger_fit_rejects_bad_samples(tagger: TaggerStudent) -> None:
         tagger.fit([Sample(text="a b", tokens=["a", "b"], tags=["O"])], epochs=1, seed=0)
     with pytest.raises(ValueError, match=r"tags \['B-ORG'\]"):
         tagger.fit([Sample(text="a", tokens=["a"], tags=["B-ORG"])], epochs=1, seed=0)
+
+
+def test_linear_rate_schedule_warms_up_and_decays() -> None:
+    assert [rate_factor(StudentConfig(), 10)(s) for s in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    factor = rate_factor(StudentConfig(lr_schedule="linear", warmup_ratio=0.2), 10)
+    rates = [factor(s) for s in range(10)]
+    # Two warmup steps up to the full rate, then down in a straight line towards zero.
+    assert rates[:3] == [0.5, 1.0, 1.0] and rates[-1] == 0.125
+    assert all(a >= b for a, b in itertools.pairwise(rates[1:]))
