@@ -150,7 +150,7 @@ def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable
     n = loop.n_hard + loop.n_easy
     calls: list[CallEstimate] = []
 
-    def call(node: str, k: int, messages: list[dict[str, str]], out: int, extra_in: int = 0) -> None:
+    def call(node: str, k: float, messages: list[dict[str, str]], out: int, extra_in: int = 0) -> None:
         if k > 0:
             calls.append(CallEstimate(node, k, _count(messages, count, message_overhead) + extra_in, min(out, cap)))
 
@@ -179,13 +179,11 @@ def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable
             batch = loop.verifier_batch_size
             texts = [r["text"] for r in _records(seed, min(batch, checked))]
             verifier, _ = prompts.messages("verifier", **common, texts=texts)
-            per_round = math.ceil(checked / batch)
+            per_round: float = math.ceil(checked / batch)
             if loop.verify == "hard" and loop.hard_from_errors:
                 # Round 1 has no wrong texts to vary, so no hard ones: an average share of the later rounds'.
                 per_round = round(per_round * max(loop.max_rounds - 1, 0) / max(loop.max_rounds, 1), 3)
-            if per_round:
-                calls.append(CallEstimate("verifier", per_round, _count(verifier, count, message_overhead),
-                                          min(min(batch, checked) * per_label + 4, cap)))
+            call("verifier", per_round, verifier, min(batch, checked) * per_label + 4)
     elif loop.method == "evokd-paper":
         # Round 1 shows the Analyst the seed set, later rounds the last batch (up to max_shown right
         # and max_shown wrong): the mean of the two, half right and half wrong.
