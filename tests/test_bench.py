@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SentimentTeacher
+from conftest import ROOT, SentimentTeacher, write_config
 from rich.console import Console
 
 from evokd.agents.scripted import ScriptedChatModel
@@ -204,6 +204,24 @@ def test_spending_reads_a_recorded_run() -> None:
     assert sum(got["reasons"].values()) == got["generated"] - got["accepted"] == sum(
         1 for s in samples if s["intent"] != "seed" and not s["accepted"])
     assert spending.reason_kind("entity 'the city' not found in the text") == "entity not found in the text"
+
+
+def test_schedule_replay_reproduces_a_run(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from evokd.config import load_config
+    from evokd.graph.runner import execute
+
+    spec = importlib.util.spec_from_file_location("evokd_schedule_replay", ROOT / "benchmarks" / "schedule_replay.py")
+    replay = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(replay)
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=2, review_size=2))
+    run = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher())).run.root
+    curve = [json.loads(line)["f1"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # The run's own schedule, replayed without a teacher, gives the run's dev curve back.
+    same = replay.replay(run, "review")
+    assert same["dev_curve"] == [round(f, 4) for f in curve] and same["samples"] > 0
+    other = replay.replay(run, "all-1:lr_schedule=linear+learning_rate=1e-5")
+    assert other["schedule"] == "all-1:lr_schedule=linear+learning_rate=1e-5" and len(other["dev_curve"]) == len(curve)
+    assert replay.max_swing([0.5, 0.7, 0.4, 0.6]) == pytest.approx(0.3)
 
 
 def test_budget_sweep(tmp_path: Path, tiny_model_dir: Path) -> None:
