@@ -122,6 +122,11 @@ def request_key(messages: list[Message], schema_name: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def request_seed(base: int, round: int, key: str) -> int:
+    """A 32-bit sampling seed for one request of one run (llama.cpp takes an unsigned 32-bit seed)."""
+    return int(hashlib.sha256(f"{base}:{round}:{key}".encode()).hexdigest()[:8], 16)
+
+
 def parse_reply(text: str, schema: type[T]) -> T:
     """Validate a reply; tolerate a markdown fence or prose around one JSON object."""
     cleaned = text.strip()
@@ -168,8 +173,11 @@ class Teacher:
         recording: Recording | None = None,
         budget: Budget | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        run_seed: int = 0,
     ) -> None:
         self.chat_model = chat_model
+        # With llm.seed set, every request is sent with request_seed(seed_base, round, request key).
+        self.seed_base = None if cfg.seed is None else cfg.seed * 1_000_003 + run_seed
         self.cfg = cfg
         self.mode = mode
         self.base_url = base_url
@@ -257,6 +265,8 @@ class Teacher:
         kwargs: dict[str, Any] = {"extra_body": {"response_format": fmt}} if fmt else {}
         if temperature is not None:
             kwargs["temperature"] = temperature
+        if self.seed_base is not None:
+            kwargs["seed"] = request_seed(self.seed_base, record.round, record.request_key)
         delay = self.cfg.backoff_seconds
         for transport_try in range(self.cfg.max_retries + 1):
             # Retries made before this try, so a call that succeeds on its second try records 1.

@@ -214,6 +214,13 @@ class LLMConfig(_Section):
     schema_retries: int = Field(2, ge=0)
     backoff_seconds: float = Field(2.0, ge=0)
     concurrency: int = Field(1, ge=1)
+    # Each request carries a sampling seed made from this, the run's sampling.seed, the round and
+    # the request itself, so a reply does not hang on how many requests the server answered before
+    # (without one, the embedded server's seed moves on with each request). Measured on the embedded
+    # server: the same request and seed gave the same reply when its prompt was already cached, and
+    # could differ in a few words when it was not (llama.cpp's prefix cache changes the arithmetic).
+    # vLLM honours seeds; OpenAI on a best-effort basis. None: send no seed.
+    seed: int | None = 0
 
 
 class TeacherConfig(_Section):

@@ -105,7 +105,7 @@ def execute(
             loop = cfg.loop
             budget = Budget(loop.max_tokens, loop.max_cost, loop.price_in_per_1k, loop.price_out_per_1k)
             teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
-                              on_call=on_call, recording=recording, budget=budget)
+                              on_call=on_call, recording=recording, budget=budget, run_seed=cfg.sampling.seed)
             trace.write(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,

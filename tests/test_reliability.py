@@ -792,3 +792,34 @@ def test_torn_trace_line_is_cut_before_a_resume_appends(tmp_path: Path) -> None:
     writer.close()
     assert [r.round for r in read_trace(path)] == [1, 2]
     assert path.read_text().startswith(whole)
+
+
+class KwargsChatModel:
+    """Records the keyword arguments each request is sent with."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def invoke(self, messages: list, **kwargs: object) -> AIMessage:
+        self.sent.append(kwargs)
+        return AIMessage(content=json.dumps({"summary": "fine"}))
+
+
+def test_each_request_carries_a_seed_of_its_own() -> None:
+    # The embedded server's own seed moves on with every request it answers; a seed per request
+    # makes a run's replies independent of what the same server answered before.
+    def seeds(cfg: LLMConfig, run_seed: int, asks: list[tuple[str, int]]) -> list[object]:
+        model = KwargsChatModel()
+        teacher = Teacher(model, cfg, mode="none", run_seed=run_seed)
+        for text, round in asks:
+            teacher.ask([{"role": "user", "content": text}], AnalystReply, round=round, node="analyst")
+        return [kwargs.get("seed") for kwargs in model.sent]
+
+    asks = [("same words", 1), ("same words", 1), ("same words", 2), ("other words", 1)]
+    first = seeds(LLMConfig(), 13, asks)
+    assert first[0] == first[1] and len({first[0], first[2], first[3]}) == 3
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in first)
+    assert seeds(LLMConfig(), 13, asks) == first  # the same run again: the same seeds
+    assert seeds(LLMConfig(), 14, asks)[0] != first[0]  # another sampling seed: other draws
+    assert seeds(LLMConfig(seed=1), 13, asks)[0] != first[0]
+    assert seeds(LLMConfig(seed=None), 13, asks) == [None] * 4
