@@ -263,6 +263,7 @@ def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Conso
                         marker="o", capsize=3, label=m)
     ax.set_xscale("log")
     ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+    ax.set_xticks([], minor=True)  # a log axis labels some minor ticks too ("4 x 10^3")
     ax.set_xlabel("teacher-token budget per run", fontsize=11)
     ax.set_ylabel(f"{split} {first['metric']}", fontsize=11)
     ax.set_title(f"{first['dataset']} ({first['profile']}): {split} F1 against budget", fontsize=12)
