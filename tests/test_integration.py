@@ -73,8 +73,11 @@ def test_classification_round_with_embedded_teacher(tmp_path: Path) -> None:
 
 
 def test_ner_round_with_embedded_teacher(tmp_path: Path) -> None:
+    # The Verifier annotates every sentence that passes the span rules ("all"), not only the hard
+    # ones: the 0.5B teacher's hard sentences can all fail those rules, and then no Verifier is asked.
     run = one_round(ROOT / "examples" / "ner_demo" / "config.toml", tmp_path / "runs",
-                    "--set", "loop.n_hard=2", "--set", "loop.n_easy=2", "--set", "student.seed_epochs=5")
+                    "--set", "loop.n_hard=2", "--set", "loop.n_easy=2", "--set", "student.seed_epochs=5",
+                    "--set", 'loop.verify="all"')
     calls = check_run(run)
     dev = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["dev"]
     assert dev["task"] == "ner" and set(dev["errors"]) == {"missed", "spurious", "wrong_type", "wrong_boundary"}
