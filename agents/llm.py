@@ -177,7 +177,7 @@ class Teacher:
     ) -> None:
         self.chat_model = chat_model
         # With llm.seed set, every request is sent with request_seed(seed_base, round, request key).
-        self.seed_base = None if cfg.seed is None else cfg.seed * 1_000_003 + run_seed
+        self.seed_base = None if cfg.seed < 0 else cfg.seed * 1_000_003 + run_seed
         self.cfg = cfg
         self.mode = mode
         self.base_url = base_url

@@ -219,8 +219,8 @@ class LLMConfig(_Section):
     # (without one, the embedded server's seed moves on with each request). Measured on the embedded
     # server: the same request and seed gave the same reply when its prompt was already cached, and
     # could differ in a few words when it was not (llama.cpp's prefix cache changes the arithmetic).
-    # vLLM honours seeds; OpenAI on a best-effort basis. None: send no seed.
-    seed: int | None = 0
+    # vLLM honours seeds; OpenAI on a best-effort basis. -1: send no seed.
+    seed: int = Field(0, ge=-1)
 
 
 class TeacherConfig(_Section):

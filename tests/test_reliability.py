@@ -822,4 +822,4 @@ def test_each_request_carries_a_seed_of_its_own() -> None:
     assert seeds(LLMConfig(), 13, asks) == first  # the same run again: the same seeds
     assert seeds(LLMConfig(), 14, asks)[0] != first[0]  # another sampling seed: other draws
     assert seeds(LLMConfig(seed=1), 13, asks)[0] != first[0]
-    assert seeds(LLMConfig(seed=None), 13, asks) == [None] * 4
+    assert seeds(LLMConfig(seed=-1), 13, asks) == [None] * 4
