@@ -77,15 +77,16 @@ __all__ = [
 ]
 
 @contextlib.contextmanager
-def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, scripted: bool, say: Callable[[str], None],
+def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, needed: bool, say: Callable[[str], None],
                 jobs: int = 1) -> Iterator[list[str]]:
     """The overrides that point every run at one teacher: a given URL, the config's, or the
-    embedded teacher started (or reused) once for the whole benchmark.
+    embedded teacher started (or reused) once for the whole benchmark. Not `needed` (scripted chat
+    models, or no run left that asks a teacher, as when a finished benchmark is resumed): none.
 
     llama-cpp-python's server (0.3.36) has no parallel slots: it answers one request at a time and
     queues the rest, so with `jobs` > 1 the runs overlap one run's student training with another's
     teacher calls. A server with slots (vLLM, llama.cpp's `llama-server -np N`) serves them at once."""
-    if scripted:
+    if not needed:
         yield []
         return
     url = base_url or cfg.llm.base_url
@@ -334,8 +335,9 @@ def run_benchmark(
         runs.sort(key=lambda r: order[(r["method"], r["seed"])])  # the order of a one-by-one benchmark
         write(final=False)
 
-    with teacher_for(base, base_url, runs_dir, chat_model_factory is not None, console.print,
-                     jobs=min(jobs, len(todo)) or 1) as teacher:
+    # no-aug and full train on gold data: a benchmark left with only those starts no teacher.
+    needed = chat_model_factory is None and any(METHODS[method] is not None for _, method, _, _ in todo)
+    with teacher_for(base, base_url, runs_dir, needed, console.print, jobs=min(jobs, len(todo)) or 1) as teacher:
         if jobs == 1:
             for i, method, label, run_overrides in todo:
                 console.print(f"{label} ...", highlight=False)
