@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import random
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from evokd.config import load_config
-from evokd.graph.nodes import to_sample
+from evokd.graph.nodes import review_sample, to_sample
 from evokd.graph.prepare import load_task_data
 from evokd.student.model import build_student
 
@@ -57,8 +56,8 @@ def replay(run: Path, schedule: str) -> dict[str, Any]:
     started = time.time()
     for number, batch in rounds_of(run).items():
         if schedule == "review":
-            rng = random.Random(cfg.sampling.seed + number)
-            extra = rng.sample(kept, min(cfg.loop.review_size, len(kept)))
+            # The trainer's own draw: `kept` is what its state holds (accepted, generated samples).
+            extra = review_sample({"samples": kept}, cfg.loop.review_size, cfg.sampling.seed + number)
             epochs = cfg.student.epochs_per_round
         else:
             extra, epochs = list(kept), int(schedule.split("-")[1])
