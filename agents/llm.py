@@ -243,6 +243,10 @@ class Teacher:
                 # Paid by the interrupted run but not yet in the checkpointed usage: count it now.
                 record.paid_before_resume = True
                 self.budget.charge(record.tokens_in, record.tokens_out)
+            elif self.recording.mode in ("strict", "lenient") and (not old.from_record or old.paid_before_resume):
+                # A replay counts what the recorded run counted, so a budget stops it where it stopped the run.
+                record.paid_before_resume = True
+                self.budget.charge(record.tokens_in, record.tokens_out)
             return record
         self.budget.check()
         message = self._invoke_with_retries(messages, schema, record, temperature)

@@ -56,7 +56,8 @@ class LLMCall(_Record):
     error: str | None = None
     # Served from an earlier recording (resume or replay) instead of asking the teacher again.
     from_record: bool = False
-    # Served on --resume from the interrupted run's trace: paid once, there, and counted here.
+    # Served from the trace of a run that paid for it and counted here as there: on --resume (the
+    # interrupted run), on replay --rerun (the replayed run, so its budget stops the rerun alike).
     paid_before_resume: bool = False
 
 
