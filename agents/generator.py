@@ -14,9 +14,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from evokd.agents.common import ask, counted, one_of, task_variables
-from evokd.agents.llm import Message, Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import ask
+from evokd.agents.client import Message, TeacherClient, counted, one_of
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 from evokd.core.records import LLMCall
 from evokd.core.text import normalise
@@ -76,7 +76,7 @@ class Generated:
     calls: list[LLMCall] = field(default_factory=list)
 
 
-def generate(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+def generate(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int,
              conversation: list[Message], n_hard: int, n_easy: int, max_top_ups: int,
              labelled: bool = False) -> Generated:
     """The Generator's turn(s) in the Analyst's conversation: up to n_hard + n_easy new texts."""
@@ -132,7 +132,7 @@ def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> typ
                         easy=counted(item, n_easy, alias=easy_key))
 
 
-def write_targeted(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
+def write_targeted(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
                    weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int
                    ) -> tuple[list[dict[str, Any]], list[LLMCall], bool]:
     """The default loop's Generator: a fresh call for `n_hard` hard and `n_easy` easy texts of one

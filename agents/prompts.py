@@ -11,9 +11,12 @@ import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2 import meta
+
+from evokd.config import TaskConfig
 
 # The variables each agent provides to its templates; anything else in a template is a typo.
 VARIABLES: dict[str, set[str]] = {
@@ -49,6 +52,12 @@ FILES: list[tuple[str, str, bool]] = [
 # The prompt a method (or a switch) cannot run without, beyond the required ones above.
 NEEDED: dict[str, list[str]] = {"llm2llm": ["llm2llm.user"], "static": ["static.user"], "augment": ["augment.user"],
                                 "evokd": ["diagnosis.user", "targeted.user"]}
+
+
+def task_variables(task: TaskConfig) -> dict[str, Any]:
+    """The prompt variables every agent provides."""
+    return {"task_description": task.description, "labels": task.labels,
+            "label_descriptions": task.label_descriptions}
 
 
 class PromptError(Exception):

@@ -15,9 +15,9 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.alignment import Entity, align
-from evokd.agents.common import Answer, ask, one_of, task_variables
-from evokd.agents.llm import Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import TeacherClient, one_of
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 from evokd.core.records import LLMCall
 
@@ -80,7 +80,7 @@ def judge(text: str, annotation: Any, task: TaskConfig) -> Verdict:
     return Verdict(label=label, reason=reason)
 
 
-def annotate_batch(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+def annotate_batch(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
                    temperature: float | None = None) -> tuple[list[Any] | None, Answer[Any]]:
     """The teacher's annotation of each text (a label, or an entity list for NER), None when it
     gave no valid reply, and the answer (its calls)."""
@@ -105,7 +105,7 @@ class Labelled:
     calls: list[LLMCall] = field(default_factory=list)
 
 
-def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+def label_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
                 batch_size: int, concurrency: int = 1, temperature: float | None = None,
                 verdict: Callable[[int, str, Any], Verdict] | None = None) -> Labelled:
     """Label texts in batches of `batch_size`; a batch with no valid reply costs its texts, not the run.
@@ -157,7 +157,7 @@ def disagreement(verdict: Any, intended: Any, task: TaskConfig) -> str | None:
     return None
 
 
-def confirm_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
+def confirm_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
                   *, round: int, batch_size: int, concurrency: int = 1, temperature: float | None = None
                   ) -> Labelled:
     """The default loop's Verifier: label the texts blind, in batches, and reject each one whose

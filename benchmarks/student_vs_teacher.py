@@ -155,7 +155,7 @@ def run_worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None
 def export(run_dir: Path, quantize: str | None, say: Any) -> tuple[Path, dict[str, Any]]:
     from dataclasses import asdict
 
-    from evokd.shipping import export_onnx
+    from evokd.export import export_onnx
 
     target = run_dir / ("export-onnx-int8" if quantize else "export-onnx")
     report = export_onnx(run_dir, target, quantize)
@@ -193,7 +193,7 @@ def teacher_tags(tokens: list[str], entities: list[Any] | None, types: list[str]
 
 def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, limit: int | None,
                 say: Any) -> dict[str, Any]:
-    from evokd.agents.llm import StructuredOutputError, Teacher, make_chat_model, resolve_mode
+    from evokd.agents.client import StructuredOutputError, TeacherClient, make_chat_model, resolve_mode
     from evokd.agents.prompts import PromptSet
     from evokd.agents.verifier import check_label, reply_schema
     from evokd.config import load_config
@@ -211,7 +211,7 @@ def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, limi
         endpoint = local_teacher(cfg.teacher, ROOT / "runs", on_status=say)
     with endpoint as info:
         url = info if isinstance(info, str) else info.base_url
-        teacher = Teacher(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, base_url is None),
+        teacher = TeacherClient(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, base_url is None),
                           base_url=url)
 
         def label(batch: list[Any]) -> tuple[list[Any], int, bool]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evokd.agents.llm import Teacher
+from evokd.agents.client import TeacherClient
 from evokd.agents.prompts import PromptSet
 from evokd.config import RunConfig
 from evokd.core.records import LLMCall, Sample
@@ -78,7 +78,7 @@ class Events:
 class Context:
     cfg: RunConfig
     run: RunFolder
-    teacher: Teacher
+    teacher: TeacherClient
     prompts: PromptSet
     data: TaskData
     holder: StudentHolder

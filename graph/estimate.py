@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evokd.agents.common import task_variables
-from evokd.agents.prompts import PromptSet
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import RunConfig
 from evokd.core.bio import describe_entities
 from evokd.core.records import Sample
@@ -210,7 +209,7 @@ def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable
         messages, _ = prompts.messages("static", **common, n=k, round=1, label=task.labels[0])
         call("static", len(task.labels), messages, k * per_text + 6)
     elif loop.method == "augment":
-        from evokd.agents.augment import per_example
+        from evokd.agents.auggpt import per_example
 
         k = per_example(loop.n_hard, loop.n_easy, len(seed))
         example = _records(seed, 1)[0]

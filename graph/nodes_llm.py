@@ -10,12 +10,12 @@ from typing import Any
 
 from langgraph.runtime import Runtime
 
-from evokd.agents import augment, static
+from evokd.agents import auggpt, static
 from evokd.agents.analyst import analyse, dev_metrics, diagnose
-from evokd.agents.augmenter import near_duplicate, write_similar
-from evokd.agents.common import Answer
+from evokd.agents.ask import Answer
+from evokd.agents.client import price
 from evokd.agents.generator import generate, write_targeted
-from evokd.agents.llm import price
+from evokd.agents.llm2llm import near_duplicate, write_similar
 from evokd.agents.verifier import Verdict, check_label, confirm_texts, judge, label_texts
 from evokd.core.bio import entities
 from evokd.core.records import LLMCall, SampleRecord
@@ -358,7 +358,7 @@ def augment_gen(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop = ctx.cfg.loop
     seed = [s for s in state.get("samples", []) if s["intent"] == "seed"]
-    n = augment.per_example(loop.n_hard, loop.n_easy, len(seed))
+    n = auggpt.per_example(loop.n_hard, loop.n_easy, len(seed))
     asks = []
     for example in seed:
         keep = None
@@ -369,6 +369,6 @@ def augment_gen(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                 continue
             example = {**example, "entities": keep}
         label = keep[0]["type"] if keep else example["label"]
-        asks.append((label, keep, partial(augment.paraphrase, ctx.teacher, ctx.prompts, ctx.cfg.task,
+        asks.append((label, keep, partial(auggpt.paraphrase, ctx.teacher, ctx.prompts, ctx.cfg.task,
                                           round=state["round"], example=example, n=n)))
     return _texts_round(state, ctx, method="augment", n=n, asks=asks)

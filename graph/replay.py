@@ -16,11 +16,10 @@ from rich.tree import Tree
 from evokd.agents.recording import Recording
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.core.bio import describe_entities
-from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader
-from evokd.core.records import RunResult as RunOutcome
+from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader, RunResult
 from evokd.core.runfolder import RunFolder, describe_teacher
 from evokd.core.trace import read_trace
-from evokd.graph.runner import RunError, RunResult, execute, resume_config
+from evokd.graph.runner import Executed, RunError, execute, resume_config
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -159,7 +158,7 @@ class RoundDiff(BaseModel):
 
 
 def rerun(run_dir: Path, out: Path | None = None, allow_divergence: bool = False,
-          console: Console | None = None) -> tuple[RunResult, list[RoundDiff]]:
+          console: Console | None = None) -> tuple[Executed, list[RoundDiff]]:
     """Re-execute a run with its recorded replies (no LLM server) and compare every round's dev F1."""
     cfg, _ = resume_config(run_dir)
     recording = Recording.from_run(run_dir, mode="lenient" if allow_divergence else "strict")
@@ -216,7 +215,7 @@ def outcome(run_dir: Path) -> dict[str, str]:
     """What a run came to, as table cells: from result.json, else (unfinished) from metrics.jsonl."""
     metrics = read_metrics(run_dir)
     result_path = Path(run_dir) / "result.json"
-    result = RunOutcome.model_validate_json(result_path.read_text()) if result_path.is_file() else None
+    result = RunResult.model_validate_json(result_path.read_text()) if result_path.is_file() else None
     config = read_run_config(run_dir)
     if not metrics:
         return {"rounds": "none finished"}

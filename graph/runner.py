@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 import evokd
-from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
+from evokd.agents.client import Budget, TeacherClient, make_chat_model, resolve_mode
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.records import LLMCall, RunHeader
@@ -36,7 +36,10 @@ class RunError(Exception):
 
 
 @dataclass
-class RunResult:
+class Executed:
+    """A run as `execute` leaves it: its folder and the graph's final state (result.json, the
+    RunResult, is in the folder once the run has finished)."""
+
     run: RunFolder
     state: dict[str, Any]
 
@@ -75,7 +78,7 @@ def execute(
     chat_model: Any = None,
     base_url: str | None = None,
     on_status: Any = None,
-) -> RunResult:
+) -> Executed:
     """Run the graph to its end. `prepared` is what `prepare(cfg)` checked before the run folder
     existed (else it is prepared here); `chat_model` replaces the teacher (tests, replays)."""
     prepared = prepared if prepared is not None else prepare(cfg)
@@ -104,7 +107,7 @@ def execute(
 
             loop = cfg.loop
             budget = Budget(loop.max_tokens, loop.max_cost, loop.price_in_per_1k, loop.price_out_per_1k)
-            teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
+            teacher = TeacherClient(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
                               on_call=on_call, recording=recording, budget=budget, run_seed=cfg.sampling.seed)
             trace.write(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
@@ -118,7 +121,7 @@ def execute(
             state = _invoke(ctx, resume)
     finally:
         trace.close()
-    return RunResult(run=run, state=state)
+    return Executed(run=run, state=state)
 
 
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:

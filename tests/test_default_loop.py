@@ -13,7 +13,7 @@ from conftest import SentimentTeacher, write_config
 from teachers import NerTeacher
 from test_ner_graph import ner_config
 
-from evokd.agents.llm import Teacher
+from evokd.agents.client import TeacherClient
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
@@ -91,7 +91,7 @@ def test_hard_texts_only_where_the_student_erred(tmp_path: Path, tiny_model_dir:
 
 
 def runtime_for(cfg, script) -> SimpleNamespace:
-    teacher = Teacher(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
+    teacher = TeacherClient(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
     return SimpleNamespace(context=SimpleNamespace(cfg=cfg, teacher=teacher, prompts=PromptSet("classification")))
 
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import write_config
 from teachers import ScriptedTeacher
 
-from evokd.agents.augmenter import near_duplicate, rouge_l
+from evokd.agents.llm2llm import near_duplicate, rouge_l
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import ConfigError, load_config
 from evokd.core.records import LLMCall, NodeTurn, RunHeader

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from evokd.agents import generator as generator_agent
 from evokd.agents import verifier as verifier_agent
 from evokd.agents.analyst import AnalystReply
-from evokd.agents.llm import StructuredOutputError, Teacher, TeacherUnreachable, parse_reply
+from evokd.agents.client import StructuredOutputError, TeacherClient, TeacherUnreachable, parse_reply
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import LLMConfig, load_config
@@ -110,7 +110,7 @@ def validates(reply: str, schema: type[BaseModel]) -> bool:
 def scripted_teacher(replies, cfg: LLMConfig, sleeps: list[float] | None = None, on_call=None):
     queue = list(replies)
     chat = ScriptedChatModel(script=lambda messages: queue.pop(0) if len(queue) > 1 else queue[0])
-    teacher = Teacher(chat, cfg, mode="none", base_url="http://teacher.test/v1", on_call=on_call,
+    teacher = TeacherClient(chat, cfg, mode="none", base_url="http://teacher.test/v1", on_call=on_call,
                       sleep=(sleeps.append if sleeps is not None else lambda s: None))
     return teacher, chat
 
@@ -195,7 +195,7 @@ def node_runtime(env: SimpleNamespace, script, cfg=None) -> tuple[SimpleNamespac
         calls.append(call)
         env.trace.write(call)
 
-    teacher = Teacher(chat, cfg.llm, mode="none", base_url="scripted", on_call=on_call, sleep=lambda s: None)
+    teacher = TeacherClient(chat, cfg.llm, mode="none", base_url="scripted", on_call=on_call, sleep=lambda s: None)
     ctx = Context(cfg=cfg, run=env.run, teacher=teacher, prompts=env.prompts, data=env.data,
                   holder=StudentHolder(cfg), trace=env.trace)
     return SimpleNamespace(context=ctx), chat, calls
@@ -415,11 +415,11 @@ def transport_teacher(failures: list[Exception], max_retries: int = 4, backoff: 
     queue = [*failures, VALID["analyst"]]
     chat = ScriptedChatModel(script=lambda messages: queue.pop(0))
     cfg = LLMConfig(max_retries=max_retries, backoff_seconds=backoff)
-    teacher = Teacher(chat, cfg, mode="none", base_url="http://teacher.test/v1", sleep=sleeps.append)
+    teacher = TeacherClient(chat, cfg, mode="none", base_url="http://teacher.test/v1", sleep=sleeps.append)
     return teacher, chat, sleeps
 
 
-def ask(teacher: Teacher):
+def ask(teacher: TeacherClient):
     return teacher.ask([{"role": "user", "content": "go"}], AnalystReply, round=1, node="analyst")
 
 
@@ -810,7 +810,7 @@ def test_each_request_carries_a_seed_of_its_own() -> None:
     # makes a run's replies independent of what the same server answered before.
     def seeds(cfg: LLMConfig, run_seed: int, asks: list[tuple[str, int]]) -> list[object]:
         model = KwargsChatModel()
-        teacher = Teacher(model, cfg, mode="none", run_seed=run_seed)
+        teacher = TeacherClient(model, cfg, mode="none", run_seed=run_seed)
         for text, round in asks:
             teacher.ask([{"role": "user", "content": text}], AnalystReply, round=round, node="analyst")
         return [kwargs.get("seed") for kwargs in model.sent]

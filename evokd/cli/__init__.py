@@ -165,7 +165,7 @@ def predict(
     Example: evokd predict runs/2026-11-27T18-00-00Z-sentiment-demo "The soup was cold."
     """
     from evokd.config import ConfigError
-    from evokd.shipping import PredictError, predict_command
+    from evokd.predict import PredictError, predict_command
     from evokd.student.data import DataError
     from evokd.student.onnx_predict import ExportError
 
@@ -188,12 +188,12 @@ def export(
 
     Example: evokd export runs/2026-11-27T18-00-00Z-sentiment-demo student-onnx --quantize int8
     """
-    from evokd.shipping import PredictError, export_command
+    from evokd.export import export_command
     from evokd.student.onnx_predict import ExportError
 
     try:
         export_command(run_dir, out_dir, format_, quantize, console)
-    except (*_known_errors(), PredictError, ExportError) as exc:
+    except (*_known_errors(), ExportError) as exc:
         fail(str(exc))
 
 

@@ -28,7 +28,7 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
-    from evokd.agents.llm import StructuredOutputError, TeacherUnreachable
+    from evokd.agents.client import StructuredOutputError, TeacherUnreachable
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
     from evokd.config import ConfigError

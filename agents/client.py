@@ -1,4 +1,5 @@
-"""Talking to the teacher: chat-model factory and one structured, retried, recorded call.
+"""The teacher client: chat-model factory and one structured, retried, recorded call
+(the teacher *server*, the embedded llama.cpp one, is evokd.teacher).
 
 Every agent reply is a pydantic model. The request carries the model's JSON schema in the form the
 backend understands (`structured_format`), the reply is validated with pydantic, and a validation
@@ -16,11 +17,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from evokd.agents.recording import Recording
 from evokd.config import LLMConfig
@@ -105,6 +106,20 @@ def structured_format(mode: str, schema: type[BaseModel]) -> dict[str, Any] | No
     return None
 
 
+def one_of(values: list[str]) -> Any:
+    """A string whose JSON schema lists the allowed values: a grammar-constrained backend then
+    cannot stray, while validation still accepts any string so that a stray value becomes a
+    per-sample rejection with a reason instead of a failed reply."""
+    return Annotated[str, Field(json_schema_extra={"enum": values})]
+
+
+def counted(item: Any, n: int, what: str | None = None, alias: str | None = None) -> Any:
+    """A list field whose JSON schema asks for exactly n items while validation takes any number
+    (a short list is topped up or accepted as it is); `alias` is its key in the reply."""
+    return (list[item], Field(default_factory=list, description=what, alias=alias,
+                              json_schema_extra={"minItems": n, "maxItems": n}))
+
+
 def resolve_mode(cfg: LLMConfig, embedded: bool) -> str:
     if cfg.structured != "auto":
         return cfg.structured
@@ -159,7 +174,7 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-class Teacher:
+class TeacherClient:
     """One teacher endpoint with its retry policy, recorder and (optional) recorded replies."""
 
     def __init__(
