@@ -241,7 +241,7 @@ def run_benchmark(
     module-level function, so a spawned process can import it)."""
     from evokd import __version__
     from evokd.config import load_config
-    from evokd.core.trace import write_atomic
+    from evokd.core.files import write_atomic
 
     console = console or Console()
     if profile not in PROFILES:

@@ -232,7 +232,7 @@ def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Conso
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evokd.core.trace import write_atomic
+    from evokd.core.files import write_atomic
 
     budgets = sorted(results)
     first = results[budgets[0]]

@@ -409,9 +409,10 @@ def main() -> None:
         run_dir = run_dir.resolve()
         say(f"{dataset}: {run_dir}")
         from evokd.config import load_config
+        from evokd.core.files import read_jsonl
 
         cfg = load_config(run_dir / "config.toml")
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        metrics = read_jsonl(run_dir / "metrics.jsonl")
         best_dev = max((m.get("dev", {}).get("f1", m.get("dev_f1", 0.0)) or 0.0 for m in metrics), default=None)
         limit = args.conll_n if dataset == "conll2003" else args.sst2_n
         n = len(eval_samples(dataset, cfg, limit))

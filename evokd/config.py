@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evokd.core.files import read_text
+
 
 class ConfigError(Exception):
     """A config problem, phrased as one line naming the file and the field."""
@@ -350,12 +352,7 @@ def _format_error(path: Path, text: str, err: ValidationError, overrides: list[s
 def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a config; every failure is one ConfigError line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    text = read_text(path, ConfigError, what="config file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -12,7 +12,8 @@ from typing import TextIO
 
 from rich.console import Console
 
-from evokd.student.predict_io import Inputs, items_from_args, output_format, read_inputs, render, write_atomic
+from evokd.core.files import write_atomic
+from evokd.student.predict_io import Inputs, items_from_args, output_format, read_inputs, render
 from evokd.student.predictor import Predictor, Result
 
 PROGRESS_FROM = 256  # texts; fewer finish before a progress bar would be worth drawing

@@ -10,9 +10,9 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evokd.core.bio import describe_entities
+from evokd.core.files import write_atomic, write_jsonl_atomic
 from evokd.core.records import Decision, RoundMetrics, RunResult, Sample, SampleRecord
 from evokd.core.runfolder import describe_budget, describe_teacher
-from evokd.core.trace import write_atomic, write_jsonl_atomic
 from evokd.graph.context import Context
 from evokd.graph.route import should_stop
 from evokd.graph.state import RunState

@@ -16,6 +16,7 @@ from rich.tree import Tree
 from evokd.agents.recording import Recording
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.core.bio import describe_entities
+from evokd.core.files import read_jsonl
 from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader, RunResult
 from evokd.core.runfolder import RunFolder, describe_teacher
 from evokd.core.trace import read_trace
@@ -23,8 +24,7 @@ from evokd.graph.runner import Executed, RunError, execute, resume_config
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(Path(run_dir) / "metrics.jsonl", missing_ok=True)
 
 
 def records(run_dir: Path, round: int | None = None, node: str | None = None) -> list[Any]:
@@ -66,8 +66,7 @@ def _count(value: Any) -> int:
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "samples.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(Path(run_dir) / "samples.jsonl", missing_ok=True)
 
 
 def verdict(sample: dict[str, Any], fold: Any) -> str:

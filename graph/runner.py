@@ -20,9 +20,10 @@ import evokd
 from evokd.agents.client import Budget, TeacherClient, make_chat_model, resolve_mode
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
+from evokd.core.files import write_atomic
 from evokd.core.records import LLMCall, RunHeader
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import TraceWriter, read_trace, write_atomic
+from evokd.core.trace import TraceWriter, read_trace
 from evokd.graph.build import build_graph, recursion_limit
 from evokd.graph.context import Context, Events, StudentHolder
 from evokd.graph.prepare import Prepared, prepare

@@ -28,9 +28,9 @@ from transformers import (
 
 from evokd.config import StudentConfig, TaskConfig
 from evokd.core.bio import normalise_bio
+from evokd.core.files import normal_mode
 from evokd.core.records import Sample
 from evokd.core.text import tokenize
-from evokd.core.trace import normal_mode
 
 from .loading import quiet_transformers, replace_dir, resolve_model_path, seeded
 from .metrics import (

@@ -29,9 +29,10 @@ from evokd.agents.client import StructuredOutputError, TeacherClient, TeacherUnr
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import LLMConfig, load_config
+from evokd.core.files import write_atomic, write_jsonl_atomic
 from evokd.core.records import LLMCall, NodeTurn, RunHeader
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
+from evokd.core.trace import TraceWriter, read_trace
 from evokd.graph import nodes_llm
 from evokd.graph.context import Context, StudentHolder
 from evokd.graph.prepare import load_task_data

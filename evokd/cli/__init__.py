@@ -57,8 +57,8 @@ def run(
     evokd run --resume runs/2026-11-27T18-00-00Z-sentiment-demo
     """
     from evokd.config import dump_config, load_config
+    from evokd.core.files import write_atomic
     from evokd.core.runfolder import RunFolder
-    from evokd.core.trace import write_atomic
     from evokd.graph.prepare import prepare
     from evokd.graph.runner import RunError, execute, resume_config
     from evokd.view import LiveView
