@@ -273,7 +273,7 @@ def run_benchmark(
         teacher_desc = base_url or base.llm.base_url or f"embedded {base.teacher.weights}"
     head: dict[str, Any] = {
         "dataset": dataset, "profile": profile, "task": base.task.type,
-        "metric": "macro-F1" if base.task.type == "classification" else "micro-F1 (seqeval)",
+        "metric": base.task.metric,
         "has_test": base.data.test is not None, "evokd_version": __version__,
         "teacher": f"{teacher_desc} (model {base.llm.model})", "student": base.student.model,
         "settings": {"max_tokens": base.loop.max_tokens, "max_rounds": base.loop.max_rounds,

@@ -38,6 +38,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from evokd.config import metric_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "docs" / "benchmarks" / "student_vs_teacher.json"
@@ -317,7 +319,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 def render_markdown(result: dict[str, Any]) -> str:
     lines = []
     for dataset, entry in result["datasets"].items():
-        metric = "micro-F1" if dataset == "conll2003" else "macro-F1"
+        metric = metric_name("ner" if dataset == "conll2003" else "classification")
         lines += [f"**{dataset}** ({entry['n']} texts; student from `{Path(entry['run']).name}`, "
                   f"dev F1 {entry.get('run_dev_f1', float('nan')):.3f})", "",
                   f"| system | {metric} | texts/s batched | p50 / p95 ms per text, batch 1 | "

@@ -27,6 +27,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# The headline number the loop optimises, by task type: what every summary, table and plot calls it.
+METRIC = {"classification": "macro-F1", "ner": "micro-F1 (seqeval)"}
+
+
+def metric_name(task_type: str) -> str:
+    return METRIC.get(task_type, "F1")
+
+
 class TaskConfig(_Section):
     type: Literal["classification", "ner"] = "classification"
     name: str = "sentiment"
@@ -38,6 +46,11 @@ class TaskConfig(_Section):
     label_column: str = "label"
     # Raw values in data files mapped to label names, e.g. {"0" = "negative", "1" = "positive"}.
     label_map: dict[str, str] = {}
+
+    @property
+    def metric(self) -> str:
+        """The loop's F1, named: macro-F1 (classification) or micro-F1 (seqeval) for NER."""
+        return metric_name(self.type)
 
     @field_validator("labels")
     @classmethod

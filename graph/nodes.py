@@ -302,7 +302,6 @@ def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
     seed_f1 = history[0]["f1"] if history else float("nan")
     best = history[state.get("best_round", 0)] if history else {}
     usage = state.get("usage", {})
-    metric = "macro-F1" if ctx.cfg.task.type == "classification" else "micro-F1 (seqeval)"
     lines = [
         f"# evokd run {ctx.run.root.name}",
         "",
@@ -313,7 +312,7 @@ def render_summary(state: RunState, ctx: Context, test: dict | None) -> str:
         f"- stop reason: {state.get('stop_reason')}"
         + (f" ({state['stop_detail']})" if state.get("stop_detail") else ""),
         "",
-        "| | dev " + metric + " |",
+        f"| | dev {ctx.cfg.task.metric} |",
         "|---|---|",
         f"| seed (round 0) | {seed_f1:.4f} |",
         f"| best (round {state.get('best_round', 0)}) | {best.get('f1', float('nan')):.4f} |",

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
+from evokd.config import metric_name
 from evokd.core.bio import describe_entities
 from evokd.core.files import read_jsonl
 from evokd.core.records import DevPredictions, EvalReport, NodeTurn, RoundMetrics, RunHeader, RunResult, SampleRecord
@@ -81,7 +82,7 @@ class Run:
 
     @property
     def metric(self) -> str:
-        return "macro-F1" if self.task == "classification" else "micro-F1"
+        return metric_name(self.task)
 
     @property
     def method(self) -> str:

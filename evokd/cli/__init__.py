@@ -97,8 +97,7 @@ def run(
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
             write_atomic(run_folder.config, dump_config(cfg))
         console.print(f"run folder: [bold]{run_folder.root}[/]")
-        metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
-        with LiveView(console, metric=metric) as view:
+        with LiveView(console, metric=f"dev {cfg.task.metric}") as view:
             result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, events=view.events(),
                              on_status=view.say, recording=recording,
                              parent=str(from_run.resolve()) if from_run else None)
