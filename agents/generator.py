@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
-from evokd.agents.ask import ask
+from evokd.agents.ask import Answer, ask
 from evokd.agents.client import Message, TeacherClient, counted, one_of
 from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
@@ -134,21 +134,22 @@ def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> typ
 
 def write_targeted(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
                    weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int
-                   ) -> tuple[list[dict[str, Any]], list[LLMCall], bool]:
+                   ) -> Answer[list[dict[str, Any]]]:
     """The default loop's Generator: a fresh call for `n_hard` hard and `n_easy` easy texts of one
     label, given the Analyst's weaknesses and the student's hardest texts of that label to vary.
-    Returns the candidates ({text, intent, annotation, label}: the annotation is the label, or for
-    NER the entity list the Generator wrote), the calls, and whether the budget was spent."""
+    The answer's reply is the candidates ({text, intent, annotation, label}: the annotation is the
+    label, or for NER the entity list the Generator wrote)."""
     messages, template = prompts.messages("targeted", **task_variables(task), round=round, label=label,
                                           weaknesses=weaknesses, examples=examples, n_hard=n_hard,
                                           n_easy=n_easy, keys=reply_keys(label))
     answer = ask(teacher, messages, targeted_schema(task.type, label, n_hard, n_easy), round=round,
                  node="generator", template=template)
+    if answer.reply is None:
+        return Answer(None, answer.conversation, answer.calls, answer.budget_spent, answer.error)
     candidates: list[dict[str, Any]] = []
-    if answer.reply is not None:
-        seen: set[str] = set()
-        for intent, items, want in (("hard", answer.reply.hard, n_hard), ("easy", answer.reply.easy, n_easy)):
-            for item in take_new(items, want, seen):
-                annotation = item.get("annotation", label)
-                candidates.append({"text": item["text"], "intent": intent, "annotation": annotation, "label": label})
-    return candidates, answer.calls, answer.budget_spent
+    seen: set[str] = set()
+    for intent, items, want in (("hard", answer.reply.hard, n_hard), ("easy", answer.reply.easy, n_easy)):
+        for item in take_new(items, want, seen):
+            annotation = item.get("annotation", label)
+            candidates.append({"text": item["text"], "intent": intent, "annotation": annotation, "label": label})
+    return Answer(candidates, answer.conversation, answer.calls)

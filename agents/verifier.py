@@ -19,7 +19,7 @@ from evokd.agents.ask import Answer, ask
 from evokd.agents.client import TeacherClient, one_of
 from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
-from evokd.core.records import LLMCall
+from evokd.core.records import LLMCall, SampleRecord
 
 
 def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
@@ -55,6 +55,11 @@ class Verdict(BaseModel):
     def accepted(self) -> bool:
         return self.reason is None
 
+    def apply_to(self, record: SampleRecord) -> None:
+        """The sample record gets the verdict's annotation, reason and acceptance."""
+        record.label, record.tokens, record.tags, record.reason = self.label, self.tokens, self.tags, self.reason
+        record.accepted = self.accepted
+
 
 def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str | None]:
     """(label, None) when valid, else (label, reason). Matching forgives case and spacing."""
@@ -78,6 +83,15 @@ def judge(text: str, annotation: Any, task: TaskConfig) -> Verdict:
         return Verdict(tokens=aligned.tokens, tags=aligned.tags, reason=aligned.reason)
     label, reason = check_label(annotation, task.labels)
     return Verdict(label=label, reason=reason)
+
+
+def judge_entities(text: str, entities: list[dict[str, str]], label: str, task: TaskConfig) -> Verdict:
+    """NER: the entities a sentence was written with, aligned to its tokens by the span rules; a
+    sentence asked for an entity of type `label` and holding none is rejected."""
+    verdict = judge(text, entities, task)
+    if verdict.reason is None and f"B-{label}" not in (verdict.tags or []):
+        verdict.reason = f"no {label} entity in the sentence"
+    return verdict
 
 
 def annotate_batch(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,

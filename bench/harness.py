@@ -43,7 +43,6 @@ from evokd.bench import costs, sweep, tables
 from evokd.bench.registry import (
     ABLATIONS,
     CHECKOUT,
-    CLASSIFICATION_ONLY,
     CONFIGS,
     CUSTOM,
     DATASETS,
@@ -55,6 +54,7 @@ from evokd.bench.registry import (
     ROOT,
     RUNS,
     SHARED,
+    TASKS,
     BenchError,
     Benchmark,
     Dataset,
@@ -70,8 +70,8 @@ from evokd.bench.tables import EVOKD, plot, plot_per_class, print_table, render_
 
 # The registry's names stay reachable here (evokd.bench.harness.METHODS, ...), as before the split.
 __all__ = [
-    "ABLATIONS", "CHECKOUT", "CLASSIFICATION_ONLY", "CONFIGS", "CUSTOM", "DATASETS", "EVOKD", "MAIN",
-    "METHODS", "OUT", "PAPER", "PROFILES", "ROOT", "RUNS", "SHARED", "BenchError", "Benchmark", "Dataset",
+    "ABLATIONS", "CHECKOUT", "CONFIGS", "CUSTOM", "DATASETS", "EVOKD", "MAIN",
+    "METHODS", "OUT", "PAPER", "PROFILES", "ROOT", "RUNS", "SHARED", "TASKS", "BenchError", "Benchmark", "Dataset",
     "Profile", "Settings", "_q", "base_overrides", "plot", "plot_per_class", "print_table", "render_markdown",
     "resolve", "resolve_methods", "seed_overrides", "summarise",
 ]

@@ -29,8 +29,9 @@ from typing import Any
 
 from evokd.config import load_config
 from evokd.core.files import read_jsonl
-from evokd.graph.nodes import review_sample, to_sample
+from evokd.core.samples import to_sample
 from evokd.graph.prepare import load_task_data
+from evokd.graph.steps import review_sample
 from evokd.student.model import build_student
 
 

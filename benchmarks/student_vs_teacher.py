@@ -38,7 +38,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from evokd.config import metric_name
+from evokd.core.records import metric_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

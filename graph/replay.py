@@ -91,10 +91,10 @@ def turn_line(record: NodeTurn, metrics: dict[int, dict[str, Any]], samples: lis
         shown = ", ".join(f"\"{fold(s['text'])}\" ({s.get('label') or 'entities'})" for s in seeds[:8])
         more = f", and {len(seeds) - 8} more" if len(seeds) > 8 else ""
         return f"picked {len(seeds)} gold seed examples: {escape(shown)}{more}"
-    if record.node in ("probe", "probe_seed"):
+    if record.node == "probe":
         return (f"student right on {_count(out.get('correct'))}, wrong on {_count(out.get('incorrect'))} "
                 "of the samples shown to the teacher")
-    if record.node in ("trainer", "retrainer") and m is not None:
+    if record.node == "trainer" and m is not None:
         loss = f", loss {m['train_loss']:.4f}" if m.get("train_loss") is not None else ""
         trained = f"trained on {m['train_size']} samples{loss}" if m["train_size"] else "nothing accepted, not trained"
         return f"{trained}; dev F1 {m['f1']:.4f} (best so far: round {m['best_round']})"

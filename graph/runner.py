@@ -4,29 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import os
 import platform
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
 
 import evokd
 from evokd.agents.client import Budget, TeacherClient, make_chat_model, resolve_mode
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.files import write_atomic
-from evokd.core.records import LLMCall, RunHeader
+from evokd.core.records import RunHeader
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import TraceWriter, read_trace
 from evokd.graph.build import build_graph, recursion_limit
-from evokd.graph.context import Context, Events, StudentHolder
+from evokd.graph.callbacks import Callback, CallbackList, TraceCallback
+from evokd.graph.context import Context, StudentHolder
+from evokd.graph.methods import recorded_name
 from evokd.graph.prepare import Prepared, prepare
+from evokd.teacher import local_teacher
 
 log = logging.getLogger("evokd.run")
 THREAD = {"configurable": {"thread_id": "evokd"}}
@@ -61,8 +67,6 @@ def teacher_endpoint(cfg: RunConfig, run: RunFolder, on_status: Any = None) -> I
     if cfg.llm.base_url:
         yield cfg.llm.base_url, False
         return
-    from evokd.teacher import local_teacher
-
     with local_teacher(cfg.teacher, run.root, on_status=on_status) as info:
         yield info.base_url, True
 
@@ -75,15 +79,15 @@ def execute(
     resume: bool = False,
     recording: Recording | None = None,
     parent: str | None = None,
-    events: Events | None = None,
+    callbacks: Iterable[Callback] = (),
     chat_model: Any = None,
     base_url: str | None = None,
-    on_status: Any = None,
+    on_status: Callable[[str], None] | None = None,
 ) -> Executed:
     """Run the graph to its end. `prepared` is what `prepare(cfg)` checked before the run folder
-    existed (else it is prepared here); `chat_model` replaces the teacher (tests, replays)."""
+    existed (else it is prepared here); `callbacks` hear what the run does after the trace does
+    (graph/callbacks.py: the live view, a tracker); `chat_model` replaces the teacher (tests, replays)."""
     prepared = prepared if prepared is not None else prepare(cfg)
-    data, prompts = prepared.data, prepared.prompts
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))
@@ -92,6 +96,7 @@ def execute(
         recording = Recording.from_run(run.root)
     secret = os.environ.get(cfg.llm.api_key_env, "")
     trace = TraceWriter(run.trace, secrets=[secret])
+    listeners = CallbackList([TraceCallback(trace), *callbacks])
     try:
         if chat_model is not None:
             endpoint: contextlib.AbstractContextManager = contextlib.nullcontext(
@@ -100,25 +105,21 @@ def execute(
             endpoint = teacher_endpoint(cfg, run, on_status)
         with endpoint as (url, embedded):
             model = chat_model if chat_model is not None else make_chat_model(cfg.llm, url)
-            events = events or Events()
-
-            def on_call(call: LLMCall) -> None:
-                trace.write(call)
-                events.llm_call(call)
-
             loop = cfg.loop
             budget = Budget(loop.max_tokens, loop.max_cost, loop.price_in_per_1k, loop.price_out_per_1k)
             teacher = TeacherClient(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
-                              on_call=on_call, recording=recording, budget=budget, run_seed=cfg.sampling.seed)
-            trace.write(RunHeader(
+                                    on_call=listeners.on_llm_call, recording=recording, budget=budget,
+                                    run_seed=cfg.sampling.seed)
+            listeners.on_run_start(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
                 teacher_url=url, student_model=cfg.student.model,
                 seeds={"sampling": cfg.sampling.seed, "student": cfg.student.seed},
-                libraries=library_versions(), resumed=resume, parent=parent, method=cfg.loop.method,
-                prompts=prompts.digests()))
-            ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
-                          holder=StudentHolder(cfg), trace=trace, events=events)
+                libraries=library_versions(), resumed=resume, parent=parent, method=prepared.method.name,
+                prompts=prepared.prompts.digests()))
+            ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prepared.prompts, data=prepared.data,
+                          holder=StudentHolder(cfg), method=prepared.method, callbacks=listeners,
+                          method_data=prepared.method_data)
             state = _invoke(ctx, resume)
     finally:
         trace.close()
@@ -128,14 +129,18 @@ def execute(
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
-        graph = build_graph(ctx.cfg.loop.method, ctx.cfg.loop.separate_verifier).compile(
-            checkpointer=SqliteSaver(conn))
-        config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
+        graph = build_graph(ctx.method, ctx.cfg.loop).compile(checkpointer=SqliteSaver(conn))
+        config: RunnableConfig = {**THREAD, "recursion_limit": recursion_limit(ctx.method, ctx.cfg.loop)}
         if resume:
             snapshot = graph.get_state(config)
             if not snapshot.values:
                 # Stopped before the first checkpoint: nothing was finished, so start from the top.
                 return graph.invoke({"round": 0}, config=config, context=ctx)
+            if waits_on_a_removed_node(graph, config):
+                # The run stopped where a node of its round used to be (0.2's default loop opened each
+                # round with "probe"): decide's routing is taken again, into the round as it is now.
+                graph.update_state(config, None, as_node="decide")
+                snapshot = graph.get_state(config)
             if not snapshot.next and not snapshot.tasks:
                 # Finished. (A node that ended just before a kill -9 saved its writes but not the next
                 # checkpoint: `next` is then empty while its task is still listed, and invoke goes on.)
@@ -150,20 +155,33 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
         conn.close()
 
 
+def waits_on_a_removed_node(graph: CompiledStateGraph, config: RunnableConfig) -> bool:
+    """Whether the last checkpoint triggered a node this graph does not have."""
+    saved = graph.checkpointer.get_tuple(config) if graph.checkpointer else None
+    if saved is None:
+        return False
+    checkpoint = saved.checkpoint
+    for channel, version in checkpoint["channel_versions"].items():
+        node = channel.removeprefix("branch:to:")
+        if channel.startswith("branch:to:") and node not in graph.nodes \
+                and checkpoint["versions_seen"].get(node, {}).get(channel) != version:
+            return True
+    return False
+
+
 def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[RunConfig, RunFolder]:
     run = RunFolder(Path(run_dir))
     if not run.config.exists():
         raise RunError(f"{run_dir}: not a run folder (no config.toml)")
     cfg = load_config(run.config, overrides)
-    if cfg.loop.method == "evokd" and recorded_before_default_loop(run):
-        # Until 0.2.0 "evokd" named the paper's loop: a resume or replay of such a run stays on it.
-        cfg = load_config(run.config, [*(overrides or []), 'loop.method="evokd-paper"'])
+    header = recorded_header(run)
+    if header is not None and (meant := recorded_name(cfg.loop.method, header.evokd_version)) != cfg.loop.method:
+        cfg = load_config(run.config, [*(overrides or []), f"loop.method={json.dumps(meant)}"])
     return cfg, run
 
 
-def recorded_before_default_loop(run: RunFolder) -> bool:
-    """Whether the run was recorded by evokd 0.1 (whose loop.method "evokd" is today's evokd-paper)."""
+def recorded_header(run: RunFolder) -> RunHeader | None:
+    """The header of the run's trace: which evokd recorded it."""
     if not run.trace.exists():
-        return False
-    header = next((r for r in read_trace(run.trace) if isinstance(r, RunHeader)), None)
-    return header is not None and header.evokd_version.startswith("0.1.")
+        return None
+    return next((r for r in read_trace(run.trace) if isinstance(r, RunHeader)), None)

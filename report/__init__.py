@@ -1,7 +1,7 @@
 """A run's report: `write_report(RUN_DIR)` writes RUN_DIR/report.html.
 
 `run` reads the run folder through its typed records, `plots` draws the figures, `page` fills the
-Jinja2 template `page.html.j2`. It imports only the bottom layers (`evokd.core`, `evokd.config`).
+Jinja2 template `page.html.j2`. It imports only the bottom layer (`evokd.core`).
 """
 
 from evokd.report.page import render, write_report

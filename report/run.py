@@ -18,10 +18,18 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import BaseModel, ValidationError
 
-from evokd.config import metric_name
 from evokd.core.bio import describe_entities
 from evokd.core.files import read_jsonl
-from evokd.core.records import DevPredictions, EvalReport, NodeTurn, RoundMetrics, RunHeader, RunResult, SampleRecord
+from evokd.core.records import (
+    DevPredictions,
+    EvalReport,
+    NodeTurn,
+    RoundMetrics,
+    RunHeader,
+    RunResult,
+    SampleRecord,
+    metric_name,
+)
 from evokd.core.runfolder import RunFolder, describe_budget, describe_teacher
 from evokd.core.trace import TraceError, read_trace
 

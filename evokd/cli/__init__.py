@@ -59,7 +59,8 @@ def run(
     from evokd.config import dump_config, load_config
     from evokd.core.files import write_atomic
     from evokd.core.runfolder import RunFolder
-    from evokd.graph.prepare import prepare
+    from evokd.graph.build import node_texts
+    from evokd.graph.prepare import method_of, prepare
     from evokd.graph.runner import RunError, execute, resume_config
     from evokd.view import LiveView
 
@@ -97,8 +98,9 @@ def run(
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
             write_atomic(run_folder.config, dump_config(cfg))
         console.print(f"run folder: [bold]{run_folder.root}[/]")
-        with LiveView(console, metric=f"dev {cfg.task.metric}") as view:
-            result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, events=view.events(),
+        method = prepared.method if prepared is not None else method_of(cfg)
+        with LiveView(console, metric=f"dev {cfg.task.metric}", doing=node_texts(method, cfg.loop)) as view:
+            result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, callbacks=[view],
                              on_status=view.say, recording=recording,
                              parent=str(from_run.resolve()) if from_run else None)
     except _known_errors() as exc:
@@ -127,7 +129,7 @@ def _dry_run(cfg) -> None:
                   f"{len(data.dev)} dev, {len(data.test)} test samples ({where}); prompts ok", highlight=False)
     teacher = cfg.llm.base_url or f"embedded {cfg.teacher.weights} (not started)"
     console.print(f"teacher: {cfg.llm.model} at {teacher}", highlight=False)
-    for line in estimate(cfg, data, prepared.prompts).lines():
+    for line in estimate(cfg, data, prepared.prompts, prepared.method).lines():
         console.print(line, highlight=False, soft_wrap=True)
     console.print("dry run: nothing written", highlight=False)
 
