@@ -110,7 +110,8 @@ def one_of(values: list[str]) -> Any:
     """A string whose JSON schema lists the allowed values: a grammar-constrained backend then
     cannot stray, while validation still accepts any string so that a stray value becomes a
     per-sample rejection with a reason instead of a failed reply."""
-    return Annotated[str, Field(json_schema_extra={"enum": values})]
+    schema: dict[str, Any] = {"enum": values}
+    return Annotated[str, Field(json_schema_extra=schema)]
 
 
 def counted(item: Any, n: int, what: str | None = None, alias: str | None = None) -> Any:
@@ -250,15 +251,16 @@ class TeacherClient:
         record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
                          schema_name=schema.__name__, prompt_file=prompt_file,
                          prompt_sha256=prompt_sha256, started_at=started, model=self.cfg.model)
-        old = self.recording.serve(record) if self.recording is not None else None
-        if old is not None:
+        recording = self.recording
+        old = recording.serve(record) if recording is not None else None
+        if recording is not None and old is not None:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
             record.latency_s, record.from_record = old.latency_s, True
-            if self.recording.mode == "resume":
+            if recording.mode == "resume":
                 # Paid by the interrupted run but not yet in the checkpointed usage: count it now.
                 record.paid_before_resume = True
                 self.budget.charge(record.tokens_in, record.tokens_out)
-            elif self.recording.mode in ("strict", "lenient") and (not old.from_record or old.paid_before_resume):
+            elif recording.mode in ("strict", "lenient") and (not old.from_record or old.paid_before_resume):
                 # A replay counts what the recorded run counted, so a budget stops it where it stopped the run.
                 record.paid_before_resume = True
                 self.budget.charge(record.tokens_in, record.tokens_out)

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
 from evokd.agents.ask import Answer, ask
 from evokd.agents.client import Message, TeacherClient, counted, one_of
@@ -22,7 +22,9 @@ from evokd.core.records import LLMCall
 from evokd.core.text import normalise
 
 
-def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
+# The reply schemas are models built when asked for (their counts, labels and keys vary): typed Any,
+# as their fields (hard, easy) are known to the code that reads them, not to the type checker.
+def reply_schema(n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts. The counts are in the JSON schema, so a grammar-constrained backend
     returns exactly that many; validation is lenient, since a short list is topped up instead."""
 
@@ -31,19 +33,22 @@ def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
                         easy=counted(str, n_easy, "inputs the student will likely get right"))
 
 
-def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> type[BaseModel]:
+def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts, each with its label (or its entities for NER): the Generator labels
     its own texts when there is no separate Verifier."""
-    if task_type == "ner":
-        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
-        item = create_model("LabelledSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
-    else:
-        # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
-        item = create_model("LabelledText", text=(str, ...), label=(one_of(labels), Field(None)))
-
+    item = labelled_item(task_type, labels)
     return create_model("LabelledGeneratorReply",
                         hard=counted(item, n_hard, "inputs the student will likely get wrong, labelled"),
                         easy=counted(item, n_easy, "inputs the student will likely get right, labelled"))
+
+
+def labelled_item(task_type: str, labels: list[str]) -> Any:
+    """A text with its label, or (NER) a sentence with its entities."""
+    if task_type == "ner":
+        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
+        return create_model("LabelledSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
+    # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
+    return create_model("LabelledText", text=(str, ...), label=(one_of(labels), Field(None)))
 
 
 def annotation_of(item: Any) -> Any:
@@ -121,7 +126,7 @@ def reply_keys(label: str) -> tuple[str, str]:
     return f"tricky_{slug}", f"plain_{slug}"
 
 
-def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> type[BaseModel]:
+def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts of one label; for NER, sentences with their entities listed."""
     item: Any = str
     if task_type == "ner":

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
 from evokd.agents.ask import Answer, ask
 from evokd.agents.client import TeacherClient, counted
@@ -21,7 +21,7 @@ from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 
 
-def reply_schema(n: int, annotated: bool = False) -> type[BaseModel]:
+def reply_schema(n: int, annotated: bool = False) -> Any:
     """n texts, or (`annotated`, NER) n sentences each with its entities listed; the count is in the
     JSON schema, validation accepts any length."""
     if annotated:

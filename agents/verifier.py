@@ -34,7 +34,7 @@ def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
     else:
         annotation = one_of([*labels, "none"])
     # Default None without "| None": the schema offers no null, yet a missing key still parses.
-    fields = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
+    fields: dict[str, Any] = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
     name = "NerVerifierReply" if task_type == "ner" else "VerifierReply"
     model = create_model(name, **fields)
     # Every key required in the schema (a grammar then writes them all); a missing one is still

@@ -255,7 +255,7 @@ def run_benchmark(
     runs_dir = (Path(runs_dir) if runs_dir is not None else RUNS) / f"{dataset}-{profile}"
     shared = [*base_overrides(bench, profile, data_dir, runs_dir), *(overrides or [])]
     base = load_config(spec.config, shared)
-    if base.data.uses_hub:
+    if base.data.uses_hub and base.data.hf is not None:
         import importlib.util
 
         if importlib.util.find_spec("datasets") is None:

@@ -32,6 +32,14 @@ def headline(run: dict[str, Any]) -> float | None:
     return run["test_f1"] if run.get("test_f1") is not None else run.get("dev_f1")
 
 
+def finished_f1(run: dict[str, Any]) -> float:
+    """The headline F1 of a run that finished (one that failed has an "error" and none)."""
+    f1 = headline(run)
+    if f1 is None:
+        raise ValueError(f"run {run.get('method')} seed {run.get('seed')} has no F1")
+    return f1
+
+
 def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per method mean ± std, and the comparisons the paper reports (paired by seed)."""
     ok = [r for r in runs if r.get("error") is None]
@@ -49,12 +57,13 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
         own, static, full = by[method], by.get("static", {}), by.get("full", {})
         paired = [s for s in own if s in static]
         comparisons[method] = {
-            "minus_static": stats([headline(own[s]) - headline(static[s]) for s in paired]),
+            "minus_static": stats([finished_f1(own[s]) - finished_f1(static[s]) for s in paired]),
             # Best dev F1 of each within the tokens both had spent (the smaller of the two totals).
             "minus_static_at_equal_tokens": stats([
                 best_within(own[s]["curve"], t) - best_within(static[s]["curve"], t)
                 for s in paired for t in [min(own[s]["tokens"], static[s]["tokens"])]]),
-            "over_full": stats([headline(own[s]) / headline(full[s]) for s in own if s in full and headline(full[s])]),
+            "over_full": stats([finished_f1(own[s]) / finished_f1(full[s]) for s in own
+                                if s in full and headline(full[s])]),
         }
     return summary, comparisons
 

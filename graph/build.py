@@ -32,7 +32,7 @@ DECIDE = Step("decide", decide, "deciding whether to go on")
 FINISH = Step("finish", finish, "scoring the best round on test")
 
 
-def build_graph(method: Method, loop: LoopConfig) -> StateGraph:
+def build_graph(method: Method, loop: LoopConfig) -> StateGraph[RunState, Context, RunState, RunState]:
     graph = StateGraph(RunState, context_schema=Context)
     steps = method.round(loop)
     first = steps[0].name

@@ -109,7 +109,7 @@ class Estimate:
                        "in/out")
         else:
             out.append("money: 0 (no loop.price_in_per_1k / price_out_per_1k set)")
-        if self.teacher_minutes is not None:
+        if self.teacher_minutes is not None and self.seconds_per_token:
             out.append(f"teacher time: about {self.teacher_minutes:.1f} min at {1 / self.seconds_per_token:.0f} "
                        f"tokens/s ({self.speed_source}); student training comes on top")
         else:

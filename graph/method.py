@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from langgraph.runtime import Runtime
 
@@ -24,7 +24,10 @@ from evokd.graph.state import RunState
 if TYPE_CHECKING:
     from evokd.graph.estimate import Asks
 
-Node = Callable[[RunState, Runtime[Context]], dict[str, Any]]
+class Node(Protocol):
+    """A node: the state in, an update to it out; `runtime.context` is the run's Context."""
+
+    def __call__(self, state: RunState, runtime: Runtime[Context]) -> dict[str, Any]: ...
 
 
 class Step(NamedTuple):

@@ -71,6 +71,7 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]]:
 
 def verdict(sample: dict[str, Any], fold: Any) -> str:
     """One generated sample as a line: its intent, text, and what the Verifier made of it."""
+    given: str | None
     if sample.get("tokens") is not None:
         given = describe_entities(sample["tokens"], sample.get("tags"), none="no entities")
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
@@ -35,7 +36,7 @@ from evokd.graph.prepare import Prepared, prepare
 from evokd.teacher import local_teacher
 
 log = logging.getLogger("evokd.run")
-THREAD = {"configurable": {"thread_id": "evokd"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "evokd"}}
 
 
 class RunError(Exception):
@@ -130,7 +131,8 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
         graph = build_graph(ctx.method, ctx.cfg.loop).compile(checkpointer=SqliteSaver(conn))
-        config: RunnableConfig = {**THREAD, "recursion_limit": recursion_limit(ctx.method, ctx.cfg.loop)}
+        config: RunnableConfig = {"configurable": {"thread_id": "evokd"},
+                                  "recursion_limit": recursion_limit(ctx.method, ctx.cfg.loop)}
         if resume:
             snapshot = graph.get_state(config)
             if not snapshot.values:
@@ -155,9 +157,10 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
         conn.close()
 
 
-def waits_on_a_removed_node(graph: CompiledStateGraph, config: RunnableConfig) -> bool:
+def waits_on_a_removed_node(graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig) -> bool:
     """Whether the last checkpoint triggered a node this graph does not have."""
-    saved = graph.checkpointer.get_tuple(config) if graph.checkpointer else None
+    checkpointer = graph.checkpointer
+    saved = checkpointer.get_tuple(config) if isinstance(checkpointer, BaseCheckpointSaver) else None
     if saved is None:
         return False
     checkpoint = saved.checkpoint

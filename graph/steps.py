@@ -8,6 +8,7 @@ import logging
 import random
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -155,7 +156,8 @@ def decide(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 # --- when to stop: pure functions of the state and the loop settings ---------------------------------
 
 
-def should_stop(state: RunState, loop: LoopConfig, method_stop: Any = None) -> Stop | None:
+def should_stop(state: RunState, loop: LoopConfig,
+                method_stop: Callable[[RunState], Stop | None] | None = None) -> Stop | None:
     """The first stop that applies: rounds, budgets, a plateau, the method's own rule, and (with
     loop.forecast_budget) a budget the next round is not expected to fit in."""
     usage = state.get("usage", {})

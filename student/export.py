@@ -139,6 +139,7 @@ def self_check(student: Student, directory: Path, dev: list[Sample], quantize: s
     ONNX model in `directory`; compare."""
     reference = student.predict(dev) if reference is None else reference
     predictor, _ = load_exported(directory)
+    pairs: list[tuple[Any, Any, Any]]  # (PyTorch's, ONNX's, gold) label or tag
     if student.task.type == "ner":
         items = [Item.from_tokens(s.tokens or [], f"dev {i}") for i, s in enumerate(dev)]
         ours = [r.tags or [] for r in predictor.predict(items)]
@@ -146,8 +147,8 @@ def self_check(student: Student, directory: Path, dev: list[Sample], quantize: s
         gold = [s.tags or [] for s in dev]
         pairs = [(a, b, g) for x, y, z in zip(theirs, ours, gold, strict=True) for a, b, g in zip(x, y, z, strict=True)]
     else:
-        ours = [r.label for r in predictor.predict([Item(text=s.text) for s in dev])]
-        pairs = [(p.label, o, s.label) for p, o, s in zip(reference, ours, dev, strict=True)]
+        labels = [r.label for r in predictor.predict([Item(text=s.text) for s in dev])]
+        pairs = [(p.label, o, s.label) for p, o, s in zip(reference, labels, dev, strict=True)]
     n = len(pairs)
     agreeing = sum(a == b for a, b, _ in pairs)
     required = MIN_AGREEMENT[quantize]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,7 +21,7 @@ def _flags_as_flags() -> None:
     if getattr(shown, "evokd_flags", False):
         return
 
-    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         if getattr(self, "is_flag", False) and self.metavar is None:
             return None
         return shown(self, ctx)
@@ -194,7 +194,7 @@ def export(
 
     try:
         export_command(run_dir, out_dir, format_, quantize, console)
-    except (*_known_errors(), ExportError) as exc:
+    except _known_errors(ExportError) as exc:
         fail(str(exc))
 
 
@@ -249,7 +249,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
 
     try:
         path = write_report(run_dir)
-    except (*_known_errors(), ReportError) as exc:
+    except _known_errors(ReportError) as exc:
         fail(str(exc))
     console.print(str(path), highlight=False, soft_wrap=True)
 
@@ -302,17 +302,18 @@ def bench(
 
     _setup_logging(verbose)
     chosen = methods.split(",") if methods else None
-    common = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume, "jobs": jobs}
     try:
         sweep_budgets = sweep.parse_budgets(budgets) if budgets else None
     except ValueError as exc:
         fail(str(exc))
     try:
         if sweep_budgets:
-            harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, **common)
+            harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, data_dir=data,
+                                overrides=list(set_ or []), console=console, resume=resume, jobs=jobs)
         else:
-            harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, **common)
-    except (*_known_errors(), harness.BenchError) as exc:
+            harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, data_dir=data,
+                                  overrides=list(set_ or []), console=console, resume=resume, jobs=jobs)
+    except _known_errors(harness.BenchError) as exc:
         fail(str(exc))
 
 

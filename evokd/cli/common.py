@@ -27,7 +27,8 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _known_errors() -> tuple[type[Exception], ...]:
+def _known_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """The errors a command reports as one line (and `more` of its own), not as a traceback."""
     from evokd.agents.client import StructuredOutputError, TeacherUnreachable
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
@@ -37,7 +38,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from evokd.teacher import TeacherError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
-            StructuredOutputError, ReplayDivergence, FileNotFoundError)
+            StructuredOutputError, ReplayDivergence, FileNotFoundError, *more)
 
 
 def _setup_logging(verbose: bool) -> None:
