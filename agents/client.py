@@ -78,7 +78,7 @@ class Budget:
 
 def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:
     """A ChatOpenAI client for any OpenAI-compatible endpoint; retries are ours, not the SDK's."""
-    from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI  # the OpenAI SDK: slow to import, only when a run asks a teacher
 
     return ChatOpenAI(
         model=cfg.model,
@@ -166,7 +166,7 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 def _is_transient(exc: Exception) -> bool:
-    import openai
+    import openai  # see make_chat_model: loaded by then whenever a teacher call failed
 
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
         return True

@@ -70,7 +70,7 @@ def totals(run: dict[str, Any]) -> dict[str, float] | None:
 
 def plot_costs(result: dict[str, Any], path: Path, levels: set[str]) -> None:
     """Dev F1 against tokens, price and teacher seconds, one panel each, mean over seeds."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

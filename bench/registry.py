@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evokd.config import load_config
 from evokd.graph.method import Method
 from evokd.graph.methods import METHODS as REGISTERED
 
@@ -128,8 +129,6 @@ def resolve(dataset: str | Path, data_dir: Path | None = None) -> Benchmark:
     if data_dir is not None:
         raise BenchError("--data applies to the named benchmarks; for a config file set its [data] paths "
                          "(or --set data.seed=...)")
-    from evokd.config import load_config
-
     cfg = load_config(path)
     name = path.stem if path.stem != "config" else path.resolve().parent.name
     settings = {p: replace(s, max_tokens=cfg.loop.max_tokens or s.max_tokens) for p, s in CUSTOM.items()}

@@ -3,6 +3,7 @@ table, the terminal table, and the figures written next to the JSON (loaded by h
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from evokd.core.files import write_atomic
 
 EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics"]  # the methods compared with static and full
 
@@ -143,7 +146,7 @@ def mean_curve(curves: list[list[list[float]]], grid: list[float]) -> list[float
 
 def plot(result: dict[str, Any], path: Path, levels: set[str]) -> None:
     """Dev F1 against teacher tokens; `levels` (methods without a teacher) are horizontal lines."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -188,12 +191,12 @@ def mean_per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def plot_per_class(result: dict[str, Any], path: Path) -> None:
     """Grouped bars: per-class (per-type for NER) F1 of each method's best round."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evokd.report import grouped_bars
+    from evokd.report import grouped_bars  # matplotlib too
 
     table = mean_per_class(result)
     if not table:
@@ -234,14 +237,10 @@ def print_table(result: dict[str, Any], console: Console) -> None:
 
 def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Console) -> dict[str, Any]:
     """Test F1 (else dev F1) of each method at each budget of a sweep: JSON, markdown and a plot."""
-    import json
-
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from evokd.core.files import write_atomic
 
     budgets = sorted(results)
     first = results[budgets[0]]

@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.console import Console
 
+from evokd.graph.prepare import load_task_data
+from evokd.graph.runner import resume_config
 from evokd.student.onnx_predict import ExportError
 
 
@@ -16,9 +18,7 @@ def export_onnx(run_dir: Path, out_dir: Path, quantize: str | None = None,
                 say: Callable[[str], None] = lambda _: None) -> Any:
     """Export RUN's best student to DIR after its self-check on the run's dev data (as the loop
     evaluated it: same file, cap and seed)."""
-    from evokd.graph.prepare import load_task_data
-    from evokd.graph.runner import resume_config
-    from evokd.student.export import export_student
+    from evokd.student.export import export_student  # torch, transformers: only when exporting
 
     cfg, run = resume_config(run_dir)
     say("reading the run's dev data")

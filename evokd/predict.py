@@ -11,8 +11,11 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from evokd.config import load_config
 from evokd.core.files import write_atomic
+from evokd.student.onnx_predict import is_export, load_exported
 from evokd.student.predict_io import Inputs, items_from_args, output_format, read_inputs, render
 from evokd.student.predictor import Predictor, Result
 
@@ -45,11 +48,8 @@ def predict_command(
 ) -> None:
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     texts = list(texts)
-    if onnx is None and target is not None and not _run_folder(target):
-        from evokd.student.onnx_predict import is_export
-
-        if is_export(target):  # `evokd predict EXPORT_DIR ...` works like --onnx EXPORT_DIR
-            onnx, target = target, None
+    if onnx is None and target is not None and not _run_folder(target) and is_export(target):
+        onnx, target = target, None  # `evokd predict EXPORT_DIR ...` works like --onnx EXPORT_DIR
     if onnx is not None and target is not None and not _run_folder(target):
         texts.insert(0, str(target))  # with --onnx a run folder is optional: this was a text
         target = None
@@ -58,14 +58,10 @@ def predict_command(
     fmt = output_format(output, fmt)
 
     if onnx is not None:
-        from evokd.student.onnx_predict import load_exported
-
         predictor, meta = load_exported(onnx)
         task_type, default_column = meta["task_type"], meta.get("text_column", "text")
         run_cfg = None
     else:
-        from evokd.config import load_config
-
         assert target is not None
         if not _run_folder(target):
             raise PredictError(f"{target}: not a run folder (no config.toml) nor an evokd export")
@@ -94,6 +90,7 @@ def predict_command(
         student_dir = target / "student"
         if not student_dir.exists():
             raise PredictError(f"{student_dir}: no student saved yet")
+        # torch and transformers, for a run folder's student: the --onnx path never loads them.
         from evokd.student.model import load_student
         from evokd.student.torch_predict import torch_predictor
 
@@ -113,8 +110,6 @@ def _predict_with_progress(predictor: Predictor, inputs: Inputs, batch_size: int
     items = inputs.items
     if len(items) < PROGRESS_FROM:
         return predictor.predict(items, batch_size=batch_size)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(TextColumn("predicting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, transient=True) as progress:
         task = progress.add_task("predict", total=len(items))

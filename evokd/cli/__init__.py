@@ -1,4 +1,7 @@
-"""The `evokd` command line."""
+"""The `evokd` command line.
+
+Each command imports what it runs when it runs: `evokd --help` and `evokd predict --onnx` must not
+load torch, transformers or LangGraph, which every other command needs."""
 
 from __future__ import annotations
 
