@@ -23,7 +23,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evokd.agents.analyst import dev_metrics, diagnose
-from evokd.agents.ask import ask_in_turn
+from evokd.agents.ask import Answer, ask_in_turn
 from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import confirm_texts, judge_entities
 from evokd.config import LoopConfig
@@ -70,7 +70,7 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop, task = ctx.cfg.loop, ctx.cfg.task
 
-    def write_for(label: str) -> Any:
+    def write_for(label: str) -> Answer[list[dict[str, Any]]]:
         errors = hardest(state.get("latest", []), label, max(loop.show_errors, 1), task.type == "ner")
         n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
         return write_targeted(ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
