@@ -97,6 +97,9 @@ class DataConfig(_Section):
     hf: HubConfig | None = None
     # Shorthand for [data.hf] path = "..." with the default splits.
     hf_dataset: str | None = None
+    # The user's own unlabelled texts (loop.method = "pool" picks from them): one text a line,
+    # CSV/TSV/JSONL with task.text_column, or for NER CoNLL sentences (tags, if any, are ignored).
+    unlabeled: Path | None = None
     # Cap on dev/test rows (seeded sample) so evaluation stays cheap on a CPU.
     dev_limit: int | None = None
     test_limit: int | None = None
@@ -292,7 +295,7 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("teacher", "gguf")}
+_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("data", "unlabeled"), ("teacher", "gguf")}
 _TOP_PATHS = {"runs_dir", "prompts_dir"}
 
 
