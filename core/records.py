@@ -147,6 +147,9 @@ class Prediction(BaseModel):
     label: str | None = None
     probs: dict[str, float] | None = None
     tags: list[str] | None = None
+    # How sure the student is: the gap between its two most likely labels; for NER the smallest
+    # such gap over the sentence's words (what the pool's query strategies rank by).
+    margin: float | None = None
 
 
 class ClassScore(BaseModel):
