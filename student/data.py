@@ -390,7 +390,8 @@ def iter_unlabeled(path: Path, task: TaskConfig) -> Iterator[tuple[int, str | li
     By extension: .csv/.tsv read `task.text_column` (other columns, a label among them, are
     ignored); .jsonl reads `task.text_column` (NER: "tokens", else "text"); any other file is one
     text a line, or for NER CoNLL (a tag column, if any, is ignored) when it is named .conll, .iob
-    or .bio or its lines look like it (`_looks_conll`). Blank lines and rows are skipped; every problem is a DataError naming file:line.
+    or .bio or its lines look like it (`_looks_conll`). Blank lines and rows are skipped; every
+    problem is a DataError naming file:line.
     """
     path = Path(path)
     _require_file(path)

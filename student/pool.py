@@ -39,6 +39,7 @@ import numpy as np
 
 from evokd.config import TaskConfig
 from evokd.core.cache import cache_root
+from evokd.core.records import Sample
 from evokd.core.text import normalise
 
 from .data import DataError, iter_unlabeled
@@ -132,6 +133,11 @@ class PoolIndex:
                 handle.seek(int(self.offsets[row]))
                 found[row] = json.loads(handle.readline())
         return [found[r] for r in rows]
+
+    def samples(self, rows: Iterable[int]) -> list[Sample]:
+        """The given rows as unlabelled Samples (NER: with their word tokens)."""
+        return [Sample(text=e) if isinstance(e, str) else Sample(text=" ".join(e), tokens=e)
+                for e in self.entries(rows)]
 
     def chunks(self, start: int, size: int) -> Iterator[tuple[int, list[Entry]]]:
         """(first row, entries) of consecutive rows from `start`, `size` at a time."""

@@ -30,9 +30,9 @@ installs (seqeval requires it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -62,6 +62,14 @@ def entropy(probs: np.ndarray) -> np.ndarray:
 def uncertainty(probs: np.ndarray, measure: Measure = "margin") -> np.ndarray:
     """Higher is less sure, whichever the measure: 1 - margin, or the entropy."""
     return 1.0 - margin(probs) if measure == "margin" else entropy(probs)
+
+
+def student_uncertainty(predictions: Sequence[Any], measure: Measure = "margin") -> np.ndarray:
+    """Uncertainty of the student's predictions (`model.Prediction`): from each text's label
+    probabilities, or for NER from its least certain word's margin."""
+    if predictions and all(p.probs is not None for p in predictions):
+        return uncertainty(np.array([list(p.probs.values()) for p in predictions]), measure)
+    return 1.0 - np.array([1.0 if p.margin is None else p.margin for p in predictions])
 
 
 def pick_random(candidates: np.ndarray, n: int, seed: int) -> np.ndarray:

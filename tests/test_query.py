@@ -131,3 +131,26 @@ def test_select_rescores_only_the_shortlist_and_picks_what_the_student_doubts() 
     drawn = select("random", candidates=candidates, n=4, seed=1, vectors=vectors, train_x=train_x,
                    train_y=train_y, rescore=rescore)
     assert not asked and drawn.scores is None and len(drawn.rows) == 4
+
+
+def test_the_student_reports_its_margin(tiny_model_dir) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from evokd.config import StudentConfig, TaskConfig
+    from evokd.core.records import Sample
+    from evokd.student.model import build_student
+
+    cfg = StudentConfig(model=str(tiny_model_dir), max_length=32)
+    classifier = build_student(TaskConfig(labels=["a", "b", "c"]), cfg)
+    for prediction in classifier.predict([Sample(text="one text"), Sample(text="and another one")]):
+        assert prediction.probs is not None and prediction.margin is not None
+        assert prediction.margin == pytest.approx(float(margin(np.array([list(prediction.probs.values())]))[0]))
+
+    tagger = build_student(TaskConfig(type="ner", labels=["PER", "LOC"]), cfg)
+    sample = Sample(text="Ann went to Rome", tokens=["Ann", "went", "to", "Rome"])
+    [prediction] = tagger.predict([sample])
+    encoding = tagger.tokenizer([sample.tokens], is_split_into_words=True, return_tensors="pt")
+    with torch.inference_mode():
+        probs = tagger.model(**encoding).logits.softmax(-1)[0].numpy()
+    firsts = [i for i, w in enumerate(encoding.word_ids(0)) if w is not None and w != encoding.word_ids(0)[i - 1]]
+    assert prediction.margin == pytest.approx(float(margin(probs[firsts]).min()), abs=1e-6)
