@@ -77,6 +77,9 @@ class HubConfig(_Section):
     seed_split: str = "train"
     dev_split: str = "validation"
     test_split: str | None = "test"  # "" or none: no test data
+    # loop.method = "pool": the split whose texts are the unlabelled pool (its labels, if any, are
+    # never read), when data.unlabeled names no file; e.g. "train", or "unsupervised" for IMDB.
+    unlabeled_split: str | None = None
     # NER: the word-token and tag columns (tags as strings or ClassLabel ids, any BIO scheme), or
     # the entity-span column.
     # Classification reads task.text_column and task.label_column (ClassLabel ids map through

@@ -90,23 +90,43 @@ def model_key(model_dir: str | Path, max_length: int) -> str:
 
 
 @dataclass
+class PoolSource:
+    """Where a pool's texts come from: a file, or a split of a `datasets` dataset (student.hub)."""
+
+    name: str  # for messages: the file, or the dataset and split
+    identity: dict[str, str]  # what names its content: the file's SHA-256, the dataset's fingerprint
+    rows: Callable[[], Iterator[tuple[int, Entry]]]  # (line or row number, text), streamed
+    unit: str = "line"  # what the numbers count, for `PoolIndex.where`
+
+
+def file_source(path: Path, task: TaskConfig) -> PoolSource:
+    """A pool file (`data.unlabeled`), read by `data.iter_unlabeled`."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    return PoolSource(name=str(path), identity={"sha256": file_digest(path)},
+                      rows=lambda: iter_unlabeled(path, task))
+
+
+@dataclass
 class Usable:
     """The pool rows a run may pick from, and what was dropped."""
 
     rows: np.ndarray  # int64 row numbers, ascending
     in_eval: int  # texts that occur in dev or test
+    known: int  # texts already labelled (the seed set)
     repeated: int  # later copies of a text already in the pool
     empty: int  # texts with no words
 
     def describe(self) -> str:
         return (f"{len(self.rows):,} texts to pick from; dropped {self.in_eval:,} that occur in dev or test, "
-                f"{self.repeated:,} repeats, {self.empty:,} without words")
+                f"{self.known:,} in the seed set, {self.repeated:,} repeats, {self.empty:,} without words")
 
 
 class PoolIndex:
     """One scanned pool file: its texts on disk, read by row number."""
 
-    def __init__(self, folder: Path, source: Path, lock: IO[bytes]) -> None:
+    def __init__(self, folder: Path, source: PoolSource, lock: IO[bytes]) -> None:
         self.folder = folder
         self.source = source
         self._lock = lock  # a shared flock for as long as this index is open
@@ -121,8 +141,9 @@ class PoolIndex:
         self._lock.close()
 
     def where(self, row: int) -> str:
-        """`file:line` of a row, for messages and the trace."""
-        return f"{self.source}:{int(self.lines[row])}"
+        """Where a row comes from, for messages and the trace: `file:line`, or `dataset[split] row N`."""
+        line = int(self.lines[row])
+        return f"{self.source.name}:{line}" if self.source.unit == "line" else f"{self.source.name} row {line}"
 
     def entries(self, rows: Iterable[int]) -> list[Entry]:
         """The texts of the given rows, in the order given: one seek each, read in file order."""
@@ -150,16 +171,21 @@ class PoolIndex:
                 yield row, batch
                 row += len(batch)
 
-    def usable(self, eval_texts: Iterable[str]) -> Usable:
-        """Rows whose text is not in dev or test (as `normalise` sees it), first copies only."""
-        eval_keys = np.array(sorted({key_hash(t) for t in eval_texts} - {0}), dtype=np.uint64)
-        in_eval = np.isin(self.keys, eval_keys)
+    def usable(self, eval_texts: Iterable[str], known: Iterable[str] = ()) -> Usable:
+        """Rows whose text (as `normalise` sees it) is neither in dev or test nor already labelled
+        (`known`, the seed set), first copies only."""
+
+        def hashes(texts: Iterable[str]) -> np.ndarray:
+            return np.array(sorted({key_hash(t) for t in texts} - {0}), dtype=np.uint64)
+
+        in_eval = np.isin(self.keys, hashes(eval_texts))
+        in_known = np.isin(self.keys, hashes(known)) & ~in_eval
         empty = self.keys == 0
         first = np.zeros(len(self), dtype=bool)
         first[np.unique(self.keys, return_index=True)[1]] = True
-        keep = first & ~in_eval & ~empty
-        return Usable(rows=np.flatnonzero(keep).astype(np.int64), in_eval=int(in_eval.sum()),
-                      repeated=int((~first & ~in_eval & ~empty).sum()), empty=int(empty.sum()))
+        dropped = in_eval | in_known | empty
+        return Usable(rows=np.flatnonzero(first & ~dropped).astype(np.int64), in_eval=int(in_eval.sum()),
+                      known=int(in_known.sum()), repeated=int((~first & ~dropped).sum()), empty=int(empty.sum()))
 
     def embeddings(self, model: str, embed: Callable[[list[str]], np.ndarray], *, batch: int = 512,
                    progress: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -230,15 +256,15 @@ def _lock_file(folder: Path) -> Path:
     return folder.with_name(f"{folder.name}.lock")
 
 
-def _scan(source: Path, task: TaskConfig, folder: Path) -> int:
-    """Stream the source file into `folder` (built beside it, then renamed); returns the row count."""
+def _scan(source: PoolSource, folder: Path) -> int:
+    """Stream the source into `folder` (built beside it, then renamed); returns the row count."""
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         offsets: list[int] = []
         lines: list[int] = []
         keys: list[int] = []
         with (staging / "texts.jsonl").open("wb") as out:
-            for number, entry in iter_unlabeled(source, task):
+            for number, entry in source.rows():
                 offsets.append(out.tell())
                 lines.append(number)
                 keys.append(key_hash(text_of(entry)))
@@ -246,7 +272,7 @@ def _scan(source: Path, task: TaskConfig, folder: Path) -> int:
         np.save(staging / "offsets.npy", np.array(offsets, dtype=np.int64))
         np.save(staging / "lines.npy", np.array(lines, dtype=np.int64))
         np.save(staging / "keys.npy", np.array(keys, dtype=np.uint64))
-        _write_json(staging / "meta.json", {"source": str(source), "rows": len(offsets), "format": _FORMAT})
+        _write_json(staging / "meta.json", {"source": source.name, "rows": len(offsets), "format": _FORMAT})
         os.replace(staging, folder)
         return len(offsets)
     finally:
@@ -257,16 +283,16 @@ def pools_dir() -> Path:
     return cache_root() / "pools"
 
 
-def open_pool(source: Path, task: TaskConfig, *, root: Path | None = None,
+def open_pool(source: PoolSource | Path, task: TaskConfig, *, root: Path | None = None,
               max_bytes: int | None = None) -> PoolIndex:
-    """The index of a pool file, scanned on first use; a DataError names the file and line of any
-    problem. Also trims the cache to `max_bytes` (default `EVOKD_POOL_CACHE_MB`), oldest first."""
-    source = Path(source).resolve()
-    if not source.is_file():
-        raise DataError(f"{source}: file not found")
+    """The index of a pool (a file, or a `PoolSource`), scanned on first use; a DataError names the
+    file and line of any problem. Also trims the cache to `max_bytes` (default
+    `EVOKD_POOL_CACHE_MB`), least recently used first."""
+    if not isinstance(source, PoolSource):
+        source = file_source(source, task)
     root = root or pools_dir()
     root.mkdir(parents=True, exist_ok=True)
-    how = {"format": _FORMAT, "task": task.type, "column": task.text_column, "sha256": file_digest(source)}
+    how = {"format": _FORMAT, "task": task.type, "column": task.text_column, **source.identity}
     folder = root / hashlib.sha256(json.dumps(how, sort_keys=True).encode()).hexdigest()[:20]
     # Readers hold the folder's lock shared; building upgrades it (only ever before the folder
     # exists, so no reader in this process holds it then), evicting takes it exclusive.
@@ -276,8 +302,8 @@ def open_pool(source: Path, task: TaskConfig, *, root: Path | None = None,
         if not (folder / "meta.json").is_file():
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (folder / "meta.json").is_file():
-                rows = _scan(source, task, folder)
-                log.info("data.unlabeled: indexed %s rows of %s in %s", f"{rows:,}", source, folder)
+                rows = _scan(source, folder)
+                log.info("data.unlabeled: indexed %s texts of %s in %s", f"{rows:,}", source.name, folder)
             fcntl.flock(lock, fcntl.LOCK_SH)
     except BaseException:
         lock.close()

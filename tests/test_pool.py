@@ -196,3 +196,20 @@ def test_the_demo_pool_reads_and_shares_nothing_with_the_demo_dev_and_test() -> 
                 for s in read_classification(demo / name, SENTIMENT)}
     assert not held_out & {normalise(str(t)) for t in texts}
     assert json.dumps(texts)  # plain strings
+
+
+def test_a_hub_split_is_a_pool_too(tmp_path: Path, cache: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from evokd.config import HubConfig
+    from evokd.student.hub import hub_pool_source
+
+    rows = {"text": ["Loved it.", "  ", "Hated it.", "Loved it!"], "label": [1, 0, 0, 1]}
+    datasets.DatasetDict({"unsupervised": datasets.Dataset.from_dict(rows)}).save_to_disk(tmp_path / "ds")
+    hub = HubConfig(path=str(tmp_path / "ds"), unlabeled_split="unsupervised")
+    index = open_pool(hub_pool_source(hub, SENTIMENT), SENTIMENT)
+    assert index.entries(range(len(index))) == ["Loved it.", "Hated it.", "Loved it!"]
+    assert index.where(1) == f"{tmp_path / 'ds'}[unsupervised] row 2"
+    assert index.usable([], known=["hated it"]).rows.tolist() == [0]  # a repeat, and a seed text
+    assert open_pool(hub_pool_source(hub, SENTIMENT), SENTIMENT).folder == index.folder
+    with pytest.raises(DataError, match=r"no split 'train' \(it has unsupervised\)"):
+        hub_pool_source(HubConfig(path=str(tmp_path / "ds"), unlabeled_split="train"), SENTIMENT)
