@@ -29,6 +29,7 @@ import json
 import platform
 import random
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -213,9 +214,7 @@ def main() -> None:
     worst = max(r["seconds"] for result in results for r in result["rounds"])
     console.print(f"slowest round's selection: {worst:.1f} s (target < 60 s)")
     summary = {
-        "command": "python benchmarks/pool_scale.py " + " ".join(
-            f"--{k} {v}" for k, v in [("sizes", args.sizes), ("rounds", args.rounds), ("n", args.n),
-                                      ("shortlist", args.shortlist)]),
+        "command": "python " + " ".join(sys.argv),
         "pool": "SST-2 train sentences; beyond 60,614, seeded copies with two neighbouring words swapped",
         "student": "all-MiniLM-L6-v2, max_length 128, fine-tuned on 8 SST-2 dev texts per label",
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
