@@ -166,7 +166,9 @@ def select(strategy: Strategy, *, candidates: np.ndarray, n: int, seed: int, vec
     candidates = np.asarray(candidates, dtype=np.int64)
     if strategy == "random" or len(candidates) <= n:
         return Selection(pick_random(candidates, n, seed), None, 0, False)
-    proxy = proxy_uncertainty(train_x, train_y, vectors, candidates, measure)
+    # No proxy when the student can rescore every candidate itself.
+    proxy = proxy_uncertainty(train_x, train_y, vectors, candidates, measure) \
+        if len(candidates) > shortlist_size else None
     listed = shortlist(candidates, proxy, shortlist_size, seed)
     scores = np.asarray(rescore(listed), dtype=np.float64)
     if strategy == "uncertainty":

@@ -128,6 +128,11 @@ def test_select_rescores_only_the_shortlist_and_picks_what_the_student_doubts() 
     assert picked.scores is not None and picked.scores.tolist() == (picked.rows / 5000).tolist()
 
     asked.clear()
+    few = select("uncertainty", candidates=candidates[:300], n=4, seed=1, vectors=vectors, train_x=train_x,
+                 train_y=train_y, rescore=rescore, shortlist_size=500)
+    assert not few.proxy and asked[0].tolist() == candidates[:300].tolist()  # the student rescores them all
+
+    asked.clear()
     drawn = select("random", candidates=candidates, n=4, seed=1, vectors=vectors, train_x=train_x,
                    train_y=train_y, rescore=rescore)
     assert not asked and drawn.scores is None and len(drawn.rows) == 4
