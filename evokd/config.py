@@ -151,7 +151,8 @@ class LoopConfig(_Section):
     # (docs/method.md). llm2llm: the teacher writes labelled look-alikes of the seed examples the
     # student gets wrong, and the student retrains from scratch. static (ZeroGen-style): texts
     # written per label, no student feedback. augment (AugGPT-style): paraphrases of the seed
-    # examples, each keeping its seed annotation. These three are baselines. The methods are the
+    # examples, each keeping its seed annotation. These three are baselines. pool: the teacher labels
+    # the user's own unlabelled texts, picked by the student's doubt. The methods are the
     # registry's (graph/methods/): the pre-flight (graph/prepare.py) checks the name and the method's
     # own rules, as this bottom layer does not know them.
     method: str = "evokd"
@@ -205,6 +206,14 @@ class LoopConfig(_Section):
     # llm2llm: new examples per wrong seed example per round, and its near-duplicate threshold.
     llm2llm_per_example: int = Field(1, ge=1)
     dedup_rouge_l: float = Field(0.7, gt=0, le=1)
+    # pool: each round `pool_per_round` of the user's unlabelled texts (data.unlabeled) are picked
+    # by `pool_query` (random; uncertainty, by `pool_measure`; diverse: uncertain and spread over
+    # k-means clusters) and labelled by the Verifier. A cheap proxy on the cached sentence vectors
+    # scores the whole pool; the student rescores its `pool_shortlist` most uncertain texts.
+    pool_query: Literal["uncertainty", "random", "diverse"] = "uncertainty"
+    pool_measure: Literal["margin", "entropy"] = "margin"
+    pool_per_round: int = Field(16, ge=1)
+    pool_shortlist: int = Field(2000, ge=1)
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> LoopConfig:
