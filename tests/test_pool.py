@@ -213,3 +213,17 @@ def test_a_hub_split_is_a_pool_too(tmp_path: Path, cache: Path) -> None:
     assert open_pool(hub_pool_source(hub, SENTIMENT), SENTIMENT).folder == index.folder
     with pytest.raises(DataError, match=r"no split 'train' \(it has unsupervised\)"):
         hub_pool_source(HubConfig(path=str(tmp_path / "ds"), unlabeled_split="train"), SENTIMENT)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not available")
+def test_the_benchmarks_training_files_read_as_pools() -> None:
+    """What `evokd bench ... --data` gives the pool methods: every training text, labels unread."""
+    sst2 = TaskConfig(labels=["negative", "positive"], text_column="sentence")
+    assert sum(1 for _ in iter_unlabeled(SHARED / "sst2" / "train.tsv", sst2)) == 60614
+    assert sum(1 for _ in iter_unlabeled(SHARED / "imdb" / "train.csv", SENTIMENT)) == 25000
+    sentences = list(iter_unlabeled(SHARED / "conll2003" / "train.txt", NER))
+    assert len(sentences) == 14041 and sentences[0] == (1, ["EU", "rejects", "German", "call", "to", "boycott",
+                                                            "British", "lamb", "."])
