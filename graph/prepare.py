@@ -24,7 +24,11 @@ class Prepared:
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Load the task data and check every prompt template the run will use; raises DataError or
-    PromptError with a one-line message."""
+    PromptError with a one-line message (MissingExtra when [tracking] needs mlflow and it is absent)."""
+    if cfg.tracking.mlflow_uri:
+        from evokd.tracking import require_mlflow
+
+        require_mlflow()
     data = load_task_data(cfg)
     prompts = PromptSet(cfg.task.type, cfg.prompts_dir, method=cfg.loop.method,
                         separate_verifier=cfg.loop.separate_verifier)

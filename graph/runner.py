@@ -21,11 +21,13 @@ from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.records import LLMCall, RunHeader
+from evokd.core.records import RunResult as ResultRecord
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import TraceWriter, read_trace, write_atomic
 from evokd.graph.build import build_graph, recursion_limit
 from evokd.graph.context import Context, Events, StudentHolder
 from evokd.graph.prepare import Prepared, prepare
+from evokd.tracking import observers_for
 
 log = logging.getLogger("evokd.run")
 THREAD = {"configurable": {"thread_id": "evokd"}}
@@ -88,6 +90,8 @@ def execute(
         recording = Recording.from_run(run.root)
     secret = os.environ.get(cfg.llm.api_key_env, "")
     trace = TraceWriter(run.trace, secrets=[secret])
+    observers = observers_for(cfg)  # the experiment tracker, when [tracking] names one
+    outcome: ResultRecord | None = None
     try:
         if chat_model is not None:
             endpoint: contextlib.AbstractContextManager = contextlib.nullcontext(
@@ -96,7 +100,7 @@ def execute(
             endpoint = teacher_endpoint(cfg, run, on_status)
         with endpoint as (url, embedded):
             model = chat_model if chat_model is not None else make_chat_model(cfg.llm, url)
-            events = events or Events()
+            events = _with_observers(events or Events(), observers)
 
             def on_call(call: LLMCall) -> None:
                 trace.write(call)
@@ -115,10 +119,31 @@ def execute(
                 prompts=prompts.digests()))
             ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
                           holder=StudentHolder(cfg), trace=trace, events=events)
+            for observer in observers:
+                observer.on_run_start(cfg, run, resume)
             state = _invoke(ctx, resume)
+            if run.result.exists():
+                outcome = ResultRecord.model_validate_json(run.result.read_text(encoding="utf-8"))
     finally:
         trace.close()
+        for observer in observers:  # outcome None: stopped before the end (an error, Ctrl-C)
+            observer.on_run_end(outcome)
     return RunResult(run=run, state=state)
+
+
+def _with_observers(events: Events, observers: list[Any]) -> Events:
+    """`events` with each observer's on_round_end called after the live view's round_finished."""
+    if not observers:
+        return events
+    shown = events.round_finished
+
+    def round_finished(metrics: dict[str, Any]) -> None:
+        shown(metrics)
+        for observer in observers:
+            observer.on_round_end(metrics)
+
+    return Events(node_started=events.node_started, round_finished=round_finished, llm_call=events.llm_call,
+                  progress=events.progress)
 
 
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:

@@ -32,12 +32,13 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
     from evokd.config import ConfigError
+    from evokd.core.extras import MissingExtra
     from evokd.graph.runner import RunError
     from evokd.student.data import DataError
     from evokd.teacher import TeacherError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
-            StructuredOutputError, ReplayDivergence, FileNotFoundError)
+            StructuredOutputError, ReplayDivergence, MissingExtra, FileNotFoundError)
 
 
 def _setup_logging(verbose: bool) -> None:
