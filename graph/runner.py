@@ -152,11 +152,15 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
         graph = build_graph(ctx.cfg.loop.method, ctx.cfg.loop.separate_verifier).compile(
             checkpointer=SqliteSaver(conn))
         config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
+        # "sync": each step's checkpoint is on disk before the next step starts. LangGraph's default,
+        # "async", writes it while the next step runs, so a kill -9 could land after `decide` had
+        # deleted the previous round's student but before the trainer's step was saved: the resume
+        # then redid the trainer from a checkpoint that was gone (found by tests/test_soak.py).
         if resume:
             snapshot = graph.get_state(config)
             if not snapshot.values:
                 # Stopped before the first checkpoint: nothing was finished, so start from the top.
-                return graph.invoke({"round": 0}, config=config, context=ctx)
+                return graph.invoke({"round": 0}, config=config, context=ctx, durability="sync")
             if not snapshot.next and not snapshot.tasks:
                 # Finished. (A node that ended just before a kill -9 saved its writes but not the next
                 # checkpoint: `next` is then empty while its task is still listed, and invoke goes on.)
@@ -165,8 +169,8 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
             spent = snapshot.values.get("usage", {})
             ctx.teacher.budget.tokens = int(spent.get("tokens_in", 0) + spent.get("tokens_out", 0))
             ctx.teacher.budget.cost = spent.get("cost", 0.0)
-            return graph.invoke(None, config=config, context=ctx)
-        return graph.invoke({"round": 0}, config=config, context=ctx)
+            return graph.invoke(None, config=config, context=ctx, durability="sync")
+        return graph.invoke({"round": 0}, config=config, context=ctx, durability="sync")
     finally:
         conn.close()
 
