@@ -290,7 +290,7 @@ def bench(
     executor: Annotated[str, typer.Option(help="local (processes on this machine, --jobs) or ray (each run a Ray "
                                           "task; pip install \"evokd[ray]\")")] = "local",
     address: Annotated[str | None, typer.Option(help="--executor ray: the cluster (auto: the one `ray start` made "
-                                                "here; ray://HEAD:10001; default: a local Ray)")] = None,
+                                                "here; HEAD_IP:6379; default: a Ray of this machine)")] = None,
     resume: Annotated[bool, typer.Option("--resume",
                                          help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
