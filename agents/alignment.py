@@ -54,10 +54,9 @@ def align(text: str, entities: list[Entity], types: list[str]) -> Alignment:
         if not spans:
             return Alignment(tokens=tokens, tags=tags, reason=f"entity {name!r} not found in the text")
         for first, last in spans:
-            clash = {owner[i] for i in range(first, last + 1)} - {None}
-            if clash:
-                return Alignment(tokens=tokens, tags=tags,
-                                 reason=f"entity {name!r} overlaps {sorted(clash)[0]!r}")
+            taken = [other for other in owner[first:last + 1] if other is not None]
+            if taken:
+                return Alignment(tokens=tokens, tags=tags, reason=f"entity {name!r} overlaps {min(taken)!r}")
             for i in range(first, last + 1):
                 owner[i] = name
                 tags[i] = ("B-" if i == first else "I-") + entity.type

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from evokd.agents.common import Answer, ask, task_variables
-from evokd.agents.llm import Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import TeacherClient
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 
 
@@ -31,7 +31,7 @@ def dev_metrics(history: list[dict[str, Any]], top: int = 3) -> dict[str, Any] |
     }
 
 
-def analyse(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+def analyse(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int,
             correct: list[dict[str, Any]] | None, incorrect: list[dict[str, Any]],
             metrics: dict[str, Any] | None) -> Answer[AnalystReply]:
     """The Analyst's turn. `correct` or `metrics` None leaves that section out of the prompt (the
@@ -46,7 +46,7 @@ class DiagnosisReply(BaseModel):
                                   json_schema_extra={"maxItems": 3})
 
 
-def diagnose(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, errors: list[dict[str, Any]],
+def diagnose(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, errors: list[dict[str, Any]],
              n_seen: int, metrics: dict[str, Any] | None) -> Answer[DiagnosisReply]:
     """The default loop's Analyst: at most three weaknesses, read from the samples the student got
     wrong before it trained on them (`errors`, out of `n_seen`) and its dev scores after (`metrics`)."""

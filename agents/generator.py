@@ -12,17 +12,19 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
-from evokd.agents.common import ask, counted, one_of, task_variables
-from evokd.agents.llm import Message, Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import Message, TeacherClient, counted, one_of
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 from evokd.core.records import LLMCall
 from evokd.core.text import normalise
 
 
-def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
+# The reply schemas are models built when asked for (their counts, labels and keys vary): typed Any,
+# as their fields (hard, easy) are known to the code that reads them, not to the type checker.
+def reply_schema(n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts. The counts are in the JSON schema, so a grammar-constrained backend
     returns exactly that many; validation is lenient, since a short list is topped up instead."""
 
@@ -31,19 +33,22 @@ def reply_schema(n_hard: int, n_easy: int) -> type[BaseModel]:
                         easy=counted(str, n_easy, "inputs the student will likely get right"))
 
 
-def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> type[BaseModel]:
+def labelled_schema(task_type: str, labels: list[str], n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts, each with its label (or its entities for NER): the Generator labels
     its own texts when there is no separate Verifier."""
-    if task_type == "ner":
-        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
-        item = create_model("LabelledSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
-    else:
-        # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
-        item = create_model("LabelledText", text=(str, ...), label=(one_of(labels), Field(None)))
-
+    item = labelled_item(task_type, labels)
     return create_model("LabelledGeneratorReply",
                         hard=counted(item, n_hard, "inputs the student will likely get wrong, labelled"),
                         easy=counted(item, n_easy, "inputs the student will likely get right, labelled"))
+
+
+def labelled_item(task_type: str, labels: list[str]) -> Any:
+    """A text with its label, or (NER) a sentence with its entities."""
+    if task_type == "ner":
+        entity = create_model("Entity", text=(str, ...), type=(one_of(labels), ...))
+        return create_model("LabelledSentence", text=(str, ...), entities=(list[entity], Field(default_factory=list)))
+    # Default None without "| None", as in the Verifier: a missing label is a per-text rejection.
+    return create_model("LabelledText", text=(str, ...), label=(one_of(labels), Field(None)))
 
 
 def annotation_of(item: Any) -> Any:
@@ -76,7 +81,7 @@ class Generated:
     calls: list[LLMCall] = field(default_factory=list)
 
 
-def generate(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+def generate(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int,
              conversation: list[Message], n_hard: int, n_easy: int, max_top_ups: int,
              labelled: bool = False) -> Generated:
     """The Generator's turn(s) in the Analyst's conversation: up to n_hard + n_easy new texts."""
@@ -121,7 +126,7 @@ def reply_keys(label: str) -> tuple[str, str]:
     return f"tricky_{slug}", f"plain_{slug}"
 
 
-def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> type[BaseModel]:
+def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> Any:
     """Hard and easy texts of one label; for NER, sentences with their entities listed."""
     item: Any = str
     if task_type == "ner":
@@ -132,23 +137,24 @@ def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> typ
                         easy=counted(item, n_easy, alias=easy_key))
 
 
-def write_targeted(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
+def write_targeted(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
                    weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int
-                   ) -> tuple[list[dict[str, Any]], list[LLMCall], bool]:
+                   ) -> Answer[list[dict[str, Any]]]:
     """The default loop's Generator: a fresh call for `n_hard` hard and `n_easy` easy texts of one
     label, given the Analyst's weaknesses and the student's hardest texts of that label to vary.
-    Returns the candidates ({text, intent, annotation, label}: the annotation is the label, or for
-    NER the entity list the Generator wrote), the calls, and whether the budget was spent."""
+    The answer's reply is the candidates ({text, intent, annotation, label}: the annotation is the
+    label, or for NER the entity list the Generator wrote)."""
     messages, template = prompts.messages("targeted", **task_variables(task), round=round, label=label,
                                           weaknesses=weaknesses, examples=examples, n_hard=n_hard,
                                           n_easy=n_easy, keys=reply_keys(label))
     answer = ask(teacher, messages, targeted_schema(task.type, label, n_hard, n_easy), round=round,
                  node="generator", template=template)
+    if answer.reply is None:
+        return Answer(None, answer.conversation, answer.calls, answer.budget_spent, answer.error)
     candidates: list[dict[str, Any]] = []
-    if answer.reply is not None:
-        seen: set[str] = set()
-        for intent, items, want in (("hard", answer.reply.hard, n_hard), ("easy", answer.reply.easy, n_easy)):
-            for item in take_new(items, want, seen):
-                annotation = item.get("annotation", label)
-                candidates.append({"text": item["text"], "intent": intent, "annotation": annotation, "label": label})
-    return candidates, answer.calls, answer.budget_spent
+    seen: set[str] = set()
+    for intent, items, want in (("hard", answer.reply.hard, n_hard), ("easy", answer.reply.easy, n_easy)):
+        for item in take_new(items, want, seen):
+            annotation = item.get("annotation", label)
+            candidates.append({"text": item["text"], "intent": intent, "annotation": annotation, "label": label})
+    return Answer(candidates, answer.conversation, answer.calls)

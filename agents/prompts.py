@@ -8,12 +8,17 @@ or a missing file, fails at once.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from jinja2 import meta
+
+from evokd.config import TaskConfig
+from evokd.core.files import read_text
 
 # The variables each agent provides to its templates; anything else in a template is a typo.
 VARIABLES: dict[str, set[str]] = {
@@ -30,25 +35,26 @@ VARIABLES: dict[str, set[str]] = {
     "targeted": {"task_description", "labels", "label_descriptions", "label", "weaknesses", "examples",
                  "n_hard", "n_easy", "round", "keys"},
 }
-# (agent, part, required)
-FILES: list[tuple[str, str, bool]] = [
-    ("analyst", "system", False), ("analyst", "user", True),
-    ("generator", "user", True),
-    ("verifier", "system", False), ("verifier", "user", True),
-    # Only the llm2llm method uses these (classification only).
-    ("llm2llm", "system", False), ("llm2llm", "user", False),
-    # Only the static and augment baselines use these.
-    ("static", "system", False), ("static", "user", False),
-    ("augment", "system", False), ("augment", "user", False),
-    # Only loop.separate_verifier = false uses this: the Generator labels its own texts.
-    ("generator_labelled", "user", False),
-    # Only the default evokd loop uses these (loop.method = "evokd").
-    ("diagnosis", "system", False), ("diagnosis", "user", False),
-    ("targeted", "system", False), ("targeted", "user", False),
+# Every template an agent may use, as (agent, part); a method names the ones it cannot run without.
+FILES: list[tuple[str, str]] = [
+    ("analyst", "system"), ("analyst", "user"),
+    ("generator", "user"),
+    ("verifier", "system"), ("verifier", "user"),
+    ("llm2llm", "system"), ("llm2llm", "user"),
+    ("static", "system"), ("static", "user"),
+    ("augment", "system"), ("augment", "user"),
+    # loop.separate_verifier = false: the Generator labels its own texts.
+    ("generator_labelled", "user"),
+    # The default loop's Analyst and Generator.
+    ("diagnosis", "system"), ("diagnosis", "user"),
+    ("targeted", "system"), ("targeted", "user"),
 ]
-# The prompt a method (or a switch) cannot run without, beyond the required ones above.
-NEEDED: dict[str, list[str]] = {"llm2llm": ["llm2llm.user"], "static": ["static.user"], "augment": ["augment.user"],
-                                "evokd": ["diagnosis.user", "targeted.user"]}
+
+
+def task_variables(task: TaskConfig) -> dict[str, Any]:
+    """The prompt variables every agent provides."""
+    return {"task_description": task.description, "labels": task.labels,
+            "label_descriptions": task.label_descriptions}
 
 
 class PromptError(Exception):
@@ -91,26 +97,22 @@ def _check(template: Template, agent: str) -> None:
 class PromptSet:
     """The templates of one task, each from the override dir if it has it, else packaged."""
 
-    def __init__(self, task: str, override_dir: Path | None = None, method: str = "evokd",
-                 separate_verifier: bool = True) -> None:
+    def __init__(self, task: str, override_dir: Path | None = None, needed: Iterable[str] = (),
+                 needed_by: str = "") -> None:
+        """`needed`: the templates ("diagnosis.user", ...) a run cannot go without, `needed_by` says why."""
         self.task = task
         self.override_dir = override_dir
         self.templates: dict[str, Template] = {}
         if override_dir is not None and not override_dir.is_dir():
             raise PromptError(f"{override_dir}: prompts directory not found")
-        for agent, part, required in FILES:
+        for agent, part in FILES:
             template = self._load(agent, part)
-            if template is None:
-                if required:
-                    raise PromptError(f"missing prompt {task}/{agent}.{part}.j2")
-                continue
-            _check(template, agent)
-            self.templates[f"{agent}.{part}"] = template
-        for name in NEEDED.get(method, []):
+            if template is not None:
+                _check(template, agent)
+                self.templates[f"{agent}.{part}"] = template
+        for name in needed:
             if name not in self.templates:
-                raise PromptError(f"missing prompt {task}/{name}.j2 (loop.method = {method})")
-        if not separate_verifier and "generator_labelled.user" not in self.templates:
-            raise PromptError(f"missing prompt {task}/generator_labelled.user.j2 (loop.separate_verifier = false)")
+                raise PromptError(f"missing prompt {task}/{name}.j2" + (f" ({needed_by})" if needed_by else ""))
 
     def _load(self, agent: str, part: str) -> Template | None:
         filename = f"{agent}.{part}.j2"
@@ -121,7 +123,7 @@ class PromptSet:
         candidates.append(packaged_dir() / self.task / filename)
         for path in candidates:
             if path.is_file():
-                return Template(f"{self.task}/{filename}", str(path), path.read_text(encoding="utf-8"))
+                return Template(f"{self.task}/{filename}", str(path), read_text(path, PromptError))
         return None
 
     def get(self, agent: str, part: str) -> Template | None:

@@ -56,8 +56,7 @@ class Recording:
 
     def _take(self, call: LLMCall) -> LLMCall:
         """Consume a recorded call from both indexes so a repeated request gets the next one."""
-        for index, key in ((self.by_key, call.request_key), (self.by_turn, _turn(call))):
-            bucket = index.get(key, [])
+        for bucket in (self.by_key.get(call.request_key, []), self.by_turn.get(_turn(call), [])):
             if call in bucket:
                 bucket.remove(call)
         return call
@@ -72,8 +71,8 @@ class Recording:
         if self.mode == "fork":
             if self.until_round is not None and request.round >= self.until_round:
                 return None
-            placed = self.by_turn.get(_turn(request))
-            return self._take(same[0] if same else placed[0]) if (same or placed) else None
+            served = same or self.by_turn.get(_turn(request))
+            return self._take(served[0]) if served else None
         if same:
             return self._take(same[0])
         if self.mode == "resume":

@@ -13,15 +13,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, Field, create_model
+from pydantic import Field, create_model
 
-from evokd.agents.common import Answer, ask, counted, task_variables
-from evokd.agents.llm import Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import TeacherClient, counted
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 
 
-def reply_schema(n: int, annotated: bool = False) -> type[BaseModel]:
+def reply_schema(n: int, annotated: bool = False) -> Any:
     """n texts, or (`annotated`, NER) n sentences each with its entities listed; the count is in the
     JSON schema, validation accepts any length."""
     if annotated:
@@ -37,7 +37,7 @@ def per_label(n_hard: int, n_easy: int, labels: list[str]) -> int:
     return max(1, math.ceil((n_hard + n_easy) / len(labels)))
 
 
-def write_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, agent: str, round: int, n: int,
+def write_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, agent: str, round: int, n: int,
                 annotated: bool = False, **variables: Any) -> Answer[Any]:
     """One no-feedback call: n texts from the `agent` prompt (static or augment) with its variables;
     `annotated`: sentences with their entities listed."""
@@ -45,7 +45,7 @@ def write_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, agent
     return ask(teacher, messages, reply_schema(n, annotated), round=round, node=f"{agent}_gen", template=template)
 
 
-def write_for_label(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
+def write_for_label(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
                     n: int) -> Answer[Any]:
     """n texts whose label is `label`; for NER, n sentences with a `label` entity, entities listed."""
     return write_texts(teacher, prompts, task, agent="static", round=round, n=n, label=label,

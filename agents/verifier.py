@@ -15,11 +15,11 @@ from typing import Any
 from pydantic import BaseModel, Field, create_model
 
 from evokd.agents.alignment import Entity, align
-from evokd.agents.common import Answer, ask, one_of, task_variables
-from evokd.agents.llm import Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import TeacherClient, one_of
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
-from evokd.core.records import LLMCall
+from evokd.core.records import LLMCall, SampleRecord
 
 
 def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
@@ -34,7 +34,7 @@ def reply_schema(task_type: str, labels: list[str], n: int) -> type[BaseModel]:
     else:
         annotation = one_of([*labels, "none"])
     # Default None without "| None": the schema offers no null, yet a missing key still parses.
-    fields = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
+    fields: dict[str, Any] = {f"t{i}": (annotation, Field(None, alias=str(i))) for i in range(1, n + 1)}
     name = "NerVerifierReply" if task_type == "ner" else "VerifierReply"
     model = create_model(name, **fields)
     # Every key required in the schema (a grammar then writes them all); a missing one is still
@@ -54,6 +54,11 @@ class Verdict(BaseModel):
     @property
     def accepted(self) -> bool:
         return self.reason is None
+
+    def apply_to(self, record: SampleRecord) -> None:
+        """The sample record gets the verdict's annotation, reason and acceptance."""
+        record.label, record.tokens, record.tags, record.reason = self.label, self.tokens, self.tags, self.reason
+        record.accepted = self.accepted
 
 
 def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str | None]:
@@ -80,7 +85,16 @@ def judge(text: str, annotation: Any, task: TaskConfig) -> Verdict:
     return Verdict(label=label, reason=reason)
 
 
-def annotate_batch(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+def judge_entities(text: str, entities: list[dict[str, str]], label: str, task: TaskConfig) -> Verdict:
+    """NER: the entities a sentence was written with, aligned to its tokens by the span rules; a
+    sentence asked for an entity of type `label` and holding none is rejected."""
+    verdict = judge(text, entities, task)
+    if verdict.reason is None and f"B-{label}" not in (verdict.tags or []):
+        verdict.reason = f"no {label} entity in the sentence"
+    return verdict
+
+
+def annotate_batch(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
                    temperature: float | None = None) -> tuple[list[Any] | None, Answer[Any]]:
     """The teacher's annotation of each text (a label, or an entity list for NER), None when it
     gave no valid reply, and the answer (its calls)."""
@@ -105,7 +119,7 @@ class Labelled:
     calls: list[LLMCall] = field(default_factory=list)
 
 
-def label_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
+def label_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *, round: int,
                 batch_size: int, concurrency: int = 1, temperature: float | None = None,
                 verdict: Callable[[int, str, Any], Verdict] | None = None) -> Labelled:
     """Label texts in batches of `batch_size`; a batch with no valid reply costs its texts, not the run.
@@ -157,7 +171,7 @@ def disagreement(verdict: Any, intended: Any, task: TaskConfig) -> str | None:
     return None
 
 
-def confirm_texts(teacher: Teacher, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
+def confirm_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], intended: list[Any],
                   *, round: int, batch_size: int, concurrency: int = 1, temperature: float | None = None
                   ) -> Labelled:
     """The default loop's Verifier: label the texts blind, in batches, and reject each one whose

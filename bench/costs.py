@@ -9,12 +9,12 @@ at equal tokens, at equal price and at equal teacher seconds (loaded by tables.p
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from evokd.bench.tables import best_within, mean_curve
+from evokd.core.files import read_jsonl
 
 OUT_PRICE = 4.0  # an output token costs this many input tokens
 MEASURES = {
@@ -32,8 +32,7 @@ def spend(run: dict[str, Any]) -> list[list[float]] | None:
     metrics = Path(run["run_dir"]) / "metrics.jsonl" if run.get("run_dir") else None
     if metrics is None or not metrics.is_file():
         return None
-    rows = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return spend_of(rows)
+    return spend_of(read_jsonl(metrics))
 
 
 def spend_of(history: list[dict[str, Any]]) -> list[list[float]]:
@@ -71,7 +70,7 @@ def totals(run: dict[str, Any]) -> dict[str, float] | None:
 
 def plot_costs(result: dict[str, Any], path: Path, levels: set[str]) -> None:
     """Dev F1 against tokens, price and teacher seconds, one panel each, mean over seeds."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -31,19 +31,23 @@ their requests: llama-cpp-python's server has no parallel slots).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
+import logging
+import multiprocessing
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from evokd import __version__
 from evokd.bench import costs, sweep, tables
 from evokd.bench.registry import (
     ABLATIONS,
     CHECKOUT,
-    CLASSIFICATION_ONLY,
     CONFIGS,
     CUSTOM,
     DATASETS,
@@ -55,6 +59,7 @@ from evokd.bench.registry import (
     ROOT,
     RUNS,
     SHARED,
+    TASKS,
     BenchError,
     Benchmark,
     Dataset,
@@ -67,11 +72,18 @@ from evokd.bench.registry import (
     seed_overrides,
 )
 from evokd.bench.tables import EVOKD, plot, plot_per_class, print_table, render_markdown, summarise
+from evokd.config import load_config
+from evokd.core.files import write_atomic
+from evokd.core.text import normalise
+from evokd.graph.prepare import gold_pool, load_task_data, method_of
+from evokd.graph.runner import execute
+from evokd.student.data import cap
+from evokd.teacher import local_teacher
 
 # The registry's names stay reachable here (evokd.bench.harness.METHODS, ...), as before the split.
 __all__ = [
-    "ABLATIONS", "CHECKOUT", "CLASSIFICATION_ONLY", "CONFIGS", "CUSTOM", "DATASETS", "EVOKD", "MAIN",
-    "METHODS", "OUT", "PAPER", "PROFILES", "ROOT", "RUNS", "SHARED", "BenchError", "Benchmark", "Dataset",
+    "ABLATIONS", "CHECKOUT", "CONFIGS", "CUSTOM", "DATASETS", "EVOKD", "MAIN",
+    "METHODS", "OUT", "PAPER", "PROFILES", "ROOT", "RUNS", "SHARED", "TASKS", "BenchError", "Benchmark", "Dataset",
     "Profile", "Settings", "_q", "base_overrides", "plot", "plot_per_class", "print_table", "render_markdown",
     "resolve", "resolve_methods", "seed_overrides", "summarise",
 ]
@@ -93,8 +105,6 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, needed: bool, say
     if url:
         yield [f"llm.base_url={_q(url)}"]
         return
-    from evokd.teacher import local_teacher
-
     log_dir.mkdir(parents=True, exist_ok=True)
     if jobs > 1:
         say(f"{jobs} jobs share the embedded teacher, which answers one request at a time")
@@ -107,16 +117,12 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, needed: bool, say
 def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
     `full`: up to `full_samples` gold training samples, never a dev or test text."""
-    from evokd.graph.prepare import gold_pool, load_task_data
-    from evokd.student.data import cap
-    from evokd.student.model import build_student
+    from evokd.student.model import build_student  # torch, transformers: only for the runs without a teacher
 
     data = load_task_data(cfg)
     if method == "no-aug":
         train, epochs = data.seed, cfg.student.seed_epochs
     else:
-        from evokd.core.text import normalise
-
         pool = [s for s in gold_pool(cfg) if normalise(s.text) not in data.eval_keys]
         train, epochs = cap(pool, settings.full_samples, cfg.sampling.seed), settings.full_epochs
     started = time.time()
@@ -136,8 +142,6 @@ def per_class_f1(report: dict[str, Any]) -> dict[str, float]:
 
 
 def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
-    from evokd.graph.runner import execute
-
     started = time.time()
     result = execute(cfg, chat_model=chat_model)
     state = result.state
@@ -162,8 +166,6 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
 def one_run(config: Path, overrides: list[str], method: str, settings: Settings,
             chat_model_factory: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """One (method, seed) run: its row, or {"error"} (one failed run must not lose the others)."""
-    from evokd.config import load_config
-
     try:
         cfg = load_config(config, overrides)
         if METHODS[method] is None:
@@ -177,8 +179,6 @@ def one_run(config: Path, overrides: list[str], method: str, settings: Settings,
 def _one_run_quiet(config: Path, overrides: list[str], method: str, settings: Settings,
                    chat_model_factory: Callable[[str], Any] | None) -> dict[str, Any]:
     """one_run in a worker process, its logging at warnings only (the parent prints the rows)."""
-    import logging
-
     logging.basicConfig(level=logging.WARNING)
     return one_run(config, overrides, method, settings, chat_model_factory)
 
@@ -188,9 +188,6 @@ def run_parallel(todo: list[tuple[int, str, str, list[str]]], jobs: int, config:
                  finished: Callable[[int, str, str, dict[str, Any]], None]) -> None:
     """Up to `jobs` runs at once, each in a fresh process (spawned: no state shared with this one, so
     a run's result is what it would be alone), against the one teacher in `teacher`."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context, max_tasks_per_child=1) as pool:
         pending = {}
@@ -243,10 +240,6 @@ def run_benchmark(
     module-level function, so a spawned process can import it); `executor="ray"` runs each as a
     task on the Ray cluster at `address` instead (executors.py); [tracking] logs every run to MLflow
     under one parent run."""
-    from evokd import __version__
-    from evokd.config import load_config
-    from evokd.core.trace import write_atomic
-
     console = console or Console()
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
@@ -265,12 +258,9 @@ def run_benchmark(
     runs_dir = (Path(runs_dir) if runs_dir is not None else RUNS) / f"{dataset}-{profile}"
     shared = [*base_overrides(bench, profile, data_dir, runs_dir), *(overrides or [])]
     base = load_config(spec.config, shared)
-    if base.data.uses_hub:
-        import importlib.util
-
-        if importlib.util.find_spec("datasets") is None:
-            raise BenchError(f"{spec.config.name} reads {base.data.hf.path} through Hugging Face datasets: "
-                             'pip install "evokd[hf]", or give its files with --data DIR')
+    if base.data.uses_hub and base.data.hf is not None and importlib.util.find_spec("datasets") is None:
+        raise BenchError(f"{spec.config.name} reads {base.data.hf.path} through Hugging Face datasets: "
+                         'pip install "evokd[hf]", or give its files with --data DIR')
     chosen, skipped = resolve_methods(methods, profile, base.task.type)
     n_seeds = seeds if seeds is not None else PROFILES[profile].seeds
     if n_seeds < 1:
@@ -283,7 +273,7 @@ def run_benchmark(
         teacher_desc = base_url or base.llm.base_url or f"embedded {base.teacher.weights}"
     head: dict[str, Any] = {
         "dataset": dataset, "profile": profile, "task": base.task.type,
-        "metric": "macro-F1" if base.task.type == "classification" else "micro-F1 (seqeval)",
+        "metric": base.task.metric,
         "has_test": base.data.test is not None, "evokd_version": __version__,
         "teacher": f"{teacher_desc} (model {base.llm.model})", "student": base.student.model,
         "settings": {"max_tokens": base.loop.max_tokens, "max_rounds": base.loop.max_rounds,
@@ -331,7 +321,9 @@ def run_benchmark(
             else:
                 run_overrides = [*shared, *(METHODS[method] or []), *seed_overrides(base, i),
                                  f"name={_q(f'{dataset}-{method}-s{i}')}"]
-                load_config(spec.config, run_overrides)  # a bad override fails here, before any run
+                cfg = load_config(spec.config, run_overrides)  # a bad override fails here, before any run
+                if METHODS[method] is not None:
+                    method_of(cfg)  # ... and so does a config the method refuses
                 todo.append((i, method, label, run_overrides))
     order = {(m, i): n for n, (i, m) in enumerate((i, m) for i in range(n_seeds) for m in chosen)}
 

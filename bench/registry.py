@@ -4,9 +4,14 @@ overrides, and the overrides every run of a benchmark shares (loaded by harness.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from evokd.config import load_config
+from evokd.graph.method import Method
+from evokd.graph.methods import METHODS as REGISTERED
 
 CONFIGS = Path(__file__).resolve().with_name("configs")  # the shipped benchmark configs
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,27 +22,22 @@ SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "docs" / "benchmarks" if CHECKOUT else Path("benchmarks")
 RUNS = ROOT / "runs" / "bench" if CHECKOUT else Path("runs") / "bench"
 
-# Config overrides per method; None: no graph run (trained directly, no teacher).
-# evokd-paper is the paper's loop with the paper's Analyst (samples only); evokd-paper+metrics adds
-# our per-label scores to it; evokd is the default loop (docs/method.md).
-PAPER = ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=false"]
-METHODS: dict[str, list[str] | None] = {
-    "no-aug": None,
-    "static": ['loop.method="static"'],
-    "augment": ['loop.method="augment"'],
-    "evokd": ['loop.method="evokd"'],
-    "evokd-paper": [*PAPER],
-    "evokd-paper+metrics": ['loop.method="evokd-paper"', "loop.analyst_sees_metrics=true"],
-    "llm2llm": ['loop.method="llm2llm"'],
-    "full": None,
-    "evokd-paper-no-easy": [*PAPER, "loop.n_easy=0"],
-    "evokd-paper-no-correct": [*PAPER, "loop.analyst_sees_correct=false"],
-    "evokd-paper-no-review": [*PAPER, "loop.review_size=0"],
-    "evokd-paper-no-verifier": [*PAPER, "loop.separate_verifier=false"],
-}
-MAIN = ["no-aug", "static", "augment", "evokd", "evokd-paper", "evokd-paper+metrics", "llm2llm", "full"]
-ABLATIONS = ["evokd-paper-no-easy", "evokd-paper-no-correct", "evokd-paper-no-review", "evokd-paper-no-verifier"]
-CLASSIFICATION_ONLY = {"llm2llm"}
+def rows(methods: Mapping[str, Method]) -> dict[str, list[str] | None]:
+    """The benchmark's rows, each as config overrides (None: no graph run, trained directly with no
+    teacher): `no-aug`, each method's own rows (graph/methods/: evokd-paper declares its ablations),
+    and `full`."""
+    return {"no-aug": None,
+            **{row.name: [f"loop.method={json.dumps(method.name)}", *row.overrides]
+               for method in methods.values() for row in method.bench},
+            "full": None}
+
+
+METHODS = rows(REGISTERED)
+MAIN = ["no-aug", *(row.name for method in REGISTERED.values() for row in method.bench if not row.ablation), "full"]
+ABLATIONS = [row.name for method in REGISTERED.values() for row in method.bench if row.ablation]
+# The task types each row runs on (its method's); no-aug and full run on any.
+TASKS = {row.name: method.tasks for method in REGISTERED.values() for row in method.bench}
+PAPER = METHODS["evokd-paper"]  # the paper's loop and Analyst
 
 
 class BenchError(Exception):
@@ -129,8 +129,6 @@ def resolve(dataset: str | Path, data_dir: Path | None = None) -> Benchmark:
     if data_dir is not None:
         raise BenchError("--data applies to the named benchmarks; for a config file set its [data] paths "
                          "(or --set data.seed=...)")
-    from evokd.config import load_config
-
     cfg = load_config(path)
     name = path.stem if path.stem != "config" else path.resolve().parent.name
     settings = {p: replace(s, max_tokens=cfg.loop.max_tokens or s.max_tokens) for p, s in CUSTOM.items()}
@@ -164,5 +162,5 @@ def resolve_methods(methods: list[str] | None, profile: str, task_type: str) -> 
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise BenchError(f"unknown method(s) {', '.join(unknown)}; one of {', '.join(METHODS)}")
-    skipped = {m: "classification only" for m in chosen if m in CLASSIFICATION_ONLY and task_type != "classification"}
+    skipped = {m: f"{' or '.join(TASKS[m])} only" for m in chosen if task_type not in TASKS.get(m, (task_type,))}
     return [m for m in chosen if m not in skipped], skipped

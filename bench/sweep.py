@@ -21,7 +21,7 @@ def budget_overrides(max_rounds: int, max_tokens: int, budget: int) -> list[str]
 
 def run_budgets(run_benchmark: Callable[..., dict[str, Any]], write: Callable[..., dict[str, Any]],
                 settings: Any, dataset: str, budgets: list[int], methods: list[str] | None = None,
-                seeds: int | None = None, profile: str = "quick", out_dir: Path | None = None,
+                seeds: int | None = None, profile: str = "quick", out_dir: Path = Path("."),
                 base_url: str | None = None, *, overrides: list[str] | None = None,
                 console: Console | None = None, name: str | None = None, **kwargs: Any) -> dict[str, Any]:
     """One benchmark per budget (the profile's own budget keeps its usual file, the others

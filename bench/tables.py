@@ -3,6 +3,7 @@ table, the terminal table, and the figures written next to the JSON (loaded by h
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from evokd.core.files import write_atomic
 
 EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics"]  # the methods compared with static and full
 
@@ -32,6 +35,14 @@ def headline(run: dict[str, Any]) -> float | None:
     return run["test_f1"] if run.get("test_f1") is not None else run.get("dev_f1")
 
 
+def finished_f1(run: dict[str, Any]) -> float:
+    """The headline F1 of a run that finished (one that failed has an "error" and none)."""
+    f1 = headline(run)
+    if f1 is None:
+        raise ValueError(f"run {run.get('method')} seed {run.get('seed')} has no F1")
+    return f1
+
+
 def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per method mean ± std, and the comparisons the paper reports (paired by seed)."""
     ok = [r for r in runs if r.get("error") is None]
@@ -49,12 +60,13 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
         own, static, full = by[method], by.get("static", {}), by.get("full", {})
         paired = [s for s in own if s in static]
         comparisons[method] = {
-            "minus_static": stats([headline(own[s]) - headline(static[s]) for s in paired]),
+            "minus_static": stats([finished_f1(own[s]) - finished_f1(static[s]) for s in paired]),
             # Best dev F1 of each within the tokens both had spent (the smaller of the two totals).
             "minus_static_at_equal_tokens": stats([
                 best_within(own[s]["curve"], t) - best_within(static[s]["curve"], t)
                 for s in paired for t in [min(own[s]["tokens"], static[s]["tokens"])]]),
-            "over_full": stats([headline(own[s]) / headline(full[s]) for s in own if s in full and headline(full[s])]),
+            "over_full": stats([finished_f1(own[s]) / finished_f1(full[s]) for s in own
+                                if s in full and headline(full[s])]),
         }
     return summary, comparisons
 
@@ -134,7 +146,7 @@ def mean_curve(curves: list[list[list[float]]], grid: list[float]) -> list[float
 
 def plot(result: dict[str, Any], path: Path, levels: set[str]) -> None:
     """Dev F1 against teacher tokens; `levels` (methods without a teacher) are horizontal lines."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -179,12 +191,12 @@ def mean_per_class(result: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 def plot_per_class(result: dict[str, Any], path: Path) -> None:
     """Grouped bars: per-class (per-type for NER) F1 of each method's best round."""
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from evokd.report import grouped_bars
+    from evokd.report import grouped_bars  # matplotlib too
 
     table = mean_per_class(result)
     if not table:
@@ -225,14 +237,10 @@ def print_table(result: dict[str, Any], console: Console) -> None:
 
 def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Console) -> dict[str, Any]:
     """Test F1 (else dev F1) of each method at each budget of a sweep: JSON, markdown and a plot."""
-    import json
-
-    import matplotlib
+    import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from evokd.core.trace import write_atomic
 
     budgets = sorted(results)
     first = results[budgets[0]]

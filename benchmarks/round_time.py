@@ -19,6 +19,7 @@ from rich.table import Table
 
 from evokd.config import load_config
 from evokd.core import trace as trace_module
+from evokd.core.files import read_jsonl
 from evokd.core.records import LLMCall, NodeTurn
 from evokd.core.trace import read_trace
 from evokd.graph.runner import execute
@@ -48,7 +49,7 @@ def main() -> None:
     wall = time.time() - started
 
     records = list(read_trace(result.run.trace))
-    metrics = [json.loads(x) for x in result.run.metrics.read_text().splitlines()]
+    metrics = read_jsonl(result.run.metrics)
     rows = []
     for m in metrics[1:]:
         r = m["round"]

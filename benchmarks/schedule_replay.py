@@ -28,13 +28,15 @@ from pathlib import Path
 from typing import Any
 
 from evokd.config import load_config
-from evokd.graph.nodes import review_sample, to_sample
+from evokd.core.files import read_jsonl
+from evokd.core.samples import to_sample
 from evokd.graph.prepare import load_task_data
+from evokd.graph.steps import review_sample
 from evokd.student.model import build_student
 
 
 def rounds_of(run: Path) -> dict[int, list[dict[str, Any]]]:
-    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines() if line.strip()]
+    samples = read_jsonl(run / "samples.jsonl")
     by_round: dict[int, list[dict[str, Any]]] = {}
     for s in samples:
         if s["accepted"] and s["intent"] != "seed":

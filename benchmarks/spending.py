@@ -19,9 +19,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from evokd.core.files import read_jsonl
 from evokd.core.records import LLMCall, SampleRecord
 from evokd.core.trace import read_trace
-from evokd.report import read_jsonl
 
 
 def reason_kind(reason: str) -> str:

@@ -38,6 +38,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from evokd.core.records import metric_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 OUT = ROOT / "docs" / "benchmarks" / "student_vs_teacher.json"
@@ -155,7 +157,7 @@ def run_worker(system: str, dataset: str, run_dir: Path, export_dir: Path | None
 def export(run_dir: Path, quantize: str | None, say: Any) -> tuple[Path, dict[str, Any]]:
     from dataclasses import asdict
 
-    from evokd.shipping import export_onnx
+    from evokd.export import export_onnx
 
     target = run_dir / ("export-onnx-int8" if quantize else "export-onnx")
     report = export_onnx(run_dir, target, quantize)
@@ -193,7 +195,7 @@ def teacher_tags(tokens: list[str], entities: list[Any] | None, types: list[str]
 
 def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, limit: int | None,
                 say: Any) -> dict[str, Any]:
-    from evokd.agents.llm import StructuredOutputError, Teacher, make_chat_model, resolve_mode
+    from evokd.agents.client import StructuredOutputError, TeacherClient, make_chat_model, resolve_mode
     from evokd.agents.prompts import PromptSet
     from evokd.agents.verifier import check_label, reply_schema
     from evokd.config import load_config
@@ -211,7 +213,7 @@ def run_teacher(dataset: str, run_dir: Path, base_url: str | None, b1: int, limi
         endpoint = local_teacher(cfg.teacher, ROOT / "runs", on_status=say)
     with endpoint as info:
         url = info if isinstance(info, str) else info.base_url
-        teacher = Teacher(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, base_url is None),
+        teacher = TeacherClient(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, base_url is None),
                           base_url=url)
 
         def label(batch: list[Any]) -> tuple[list[Any], int, bool]:
@@ -317,7 +319,7 @@ def headline(result: dict[str, Any]) -> dict[str, Any]:
 def render_markdown(result: dict[str, Any]) -> str:
     lines = []
     for dataset, entry in result["datasets"].items():
-        metric = "micro-F1" if dataset == "conll2003" else "macro-F1"
+        metric = metric_name("ner" if dataset == "conll2003" else "classification")
         lines += [f"**{dataset}** ({entry['n']} texts; student from `{Path(entry['run']).name}`, "
                   f"dev F1 {entry.get('run_dev_f1', float('nan')):.3f})", "",
                   f"| system | {metric} | texts/s batched | p50 / p95 ms per text, batch 1 | "
@@ -409,9 +411,10 @@ def main() -> None:
         run_dir = run_dir.resolve()
         say(f"{dataset}: {run_dir}")
         from evokd.config import load_config
+        from evokd.core.files import read_jsonl
 
         cfg = load_config(run_dir / "config.toml")
-        metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        metrics = read_jsonl(run_dir / "metrics.jsonl")
         best_dev = max((m.get("dev", {}).get("f1", m.get("dev_f1", 0.0)) or 0.0 for m in metrics), default=None)
         limit = args.conll_n if dataset == "conll2003" else args.sst2_n
         n = len(eval_samples(dataset, cfg, limit))

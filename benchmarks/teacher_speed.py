@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from evokd.agents.llm import Teacher, make_chat_model
+from evokd.agents.client import TeacherClient, make_chat_model
 from evokd.config import LLMConfig, TeacherConfig
 
 PROMPT = ("Write twelve short, varied restaurant reviews, half positive and half negative, one per line. "
@@ -44,7 +44,7 @@ def direct(base_url: str, model: str, max_tokens: int) -> tuple[int, float]:
     return response.json()["usage"]["completion_tokens"], time.perf_counter() - started
 
 
-def through_evokd(teacher: Teacher) -> tuple[int, float]:
+def through_evokd(teacher: TeacherClient) -> tuple[int, float]:
     started = time.perf_counter()
     _, _, calls = teacher.ask([{"role": "user", "content": PROMPT}], Reviews, round=0, node="bench")
     return sum(c.tokens_out for c in calls), time.perf_counter() - started
@@ -70,7 +70,7 @@ def main() -> None:
         cfg = LLMConfig(base_url=base_url, model=args.model, temperature=0.0, max_tokens=args.max_tokens,
                         schema_retries=0)
         # "none": the same unconstrained request as the direct one; only the client path differs.
-        teacher = Teacher(make_chat_model(cfg, base_url).bind(seed=1), cfg, mode="none", base_url=base_url)
+        teacher = TeacherClient(make_chat_model(cfg, base_url).bind(seed=1), cfg, mode="none", base_url=base_url)
         direct(base_url, args.model, 8)  # warm the server's prompt cache equally for both
         rows = {"direct": [], "evokd": []}
         for _ in range(args.reps):

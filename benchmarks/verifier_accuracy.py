@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, create_model
 from rich.console import Console
 from rich.table import Table
 
-from evokd.agents.llm import Teacher, make_chat_model, resolve_mode
+from evokd.agents.client import TeacherClient, make_chat_model, resolve_mode
 from evokd.agents.prompts import PromptSet
 from evokd.agents.verifier import reply_schema
 from evokd.config import load_config
@@ -57,7 +57,8 @@ def main() -> None:
     results = {}
     with endpoint as info:
         url = info if isinstance(info, str) else info.base_url
-        teacher = Teacher(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url)
+        teacher = TeacherClient(make_chat_model(cfg.llm, url), cfg.llm, mode=resolve_mode(cfg.llm, embedded),
+                                base_url=url)
         for name, size in (("numbered", args.batch), ("list", args.batch), ("single", 1)):
             started, right, none, tokens = time.time(), 0, 0, 0
             for start in range(0, len(gold), size):

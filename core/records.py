@@ -11,6 +11,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 SCHEMA_VERSION = 1
+# The headline number the loop optimises, by task type: what every summary, table and plot calls it.
+METRIC = {"classification": "macro-F1", "ner": "micro-F1 (seqeval)"}
+
+
+def metric_name(task_type: str) -> str:
+    return METRIC.get(task_type, "F1")
 
 
 class _Record(BaseModel):
@@ -56,7 +62,8 @@ class LLMCall(_Record):
     error: str | None = None
     # Served from an earlier recording (resume or replay) instead of asking the teacher again.
     from_record: bool = False
-    # Served on --resume from the interrupted run's trace: paid once, there, and counted here.
+    # Served from the trace of a run that paid for it and counted here as there: on --resume (the
+    # interrupted run), on replay --rerun (the replayed run, so its budget stops the rerun alike).
     paid_before_resume: bool = False
 
 
@@ -134,6 +141,14 @@ class Sample(BaseModel):
     tags: list[str] | None = None
 
 
+class Prediction(BaseModel):
+    """What the student says of one sample: a label and the probability of each, or word-level BIO tags."""
+
+    label: str | None = None
+    probs: dict[str, float] | None = None
+    tags: list[str] | None = None
+
+
 class ClassScore(BaseModel):
     precision: float
     recall: float
@@ -180,7 +195,7 @@ class DevPredictions(BaseModel):
 
 
 class RunResult(BaseModel):
-    """result.json, written by the `finish` node: what summary.md says, for programs to read."""
+    """result.json, written by the `finish` node (graph/finish.py); summary.md is rendered from it."""
 
     schema_version: int = SCHEMA_VERSION
     run_id: str
@@ -207,3 +222,8 @@ class RunResult(BaseModel):
     tokens_out: int
     cost: float
     seconds: dict[str, float]
+    calls: int = 0  # teacher calls paid for (result.json of evokd 0.2 has none)
+
+    @property
+    def metric(self) -> str:
+        return metric_name(self.task_type)

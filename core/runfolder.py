@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evokd.core.trace import write_atomic
+from evokd.core.files import write_atomic
 
 
 def new_run_id(name: str) -> str:

@@ -1,17 +1,15 @@
-"""The run folder's append-only trace and its atomic file writes."""
+"""The run folder's append-only trace: one typed record per line."""
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from evokd.core.files import read_text
 from evokd.core.records import TraceRecord
 
 _TRACE = TypeAdapter(TraceRecord)
@@ -19,54 +17,6 @@ _TRACE = TypeAdapter(TraceRecord)
 
 class TraceError(Exception):
     pass
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where the system allows (os.umask can only
-    set it, and setting it for a moment would race with files created by other threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def normal_mode(path: Path) -> None:
-    """Give a file (or a directory and everything in it) the mode a plain open() or mkdir would
-    have: 0666 or 0777 minus the umask. mkstemp makes files 0600, and so do some libraries' saves
-    (safetensors), which would make a run folder unreadable to a colleague or a web server."""
-    mask = current_umask()
-    paths = [path, *path.rglob("*")] if path.is_dir() else [path]
-    for p in paths:
-        if p.is_symlink():
-            continue
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file so a crash leaves the old version or the new one, never half of either."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[BaseModel | dict[str, Any]]) -> None:
-    lines = [r.model_dump_json() if isinstance(r, BaseModel) else json.dumps(r, ensure_ascii=False)
-             for r in rows]
-    write_atomic(path, "".join(line + "\n" for line in lines))
 
 
 class TraceWriter:
@@ -121,7 +71,7 @@ def _drop_torn_tail(path: Path) -> None:
 
 def read_trace(path: Path) -> Iterator[TraceRecord]:
     """Validated records; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path, TraceError).splitlines()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

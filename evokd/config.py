@@ -13,7 +13,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from evokd.core.files import read_text
+from evokd.core.records import metric_name
 
 
 class ConfigError(Exception):
@@ -36,6 +39,11 @@ class TaskConfig(_Section):
     label_column: str = "label"
     # Raw values in data files mapped to label names, e.g. {"0" = "negative", "1" = "positive"}.
     label_map: dict[str, str] = {}
+
+    @property
+    def metric(self) -> str:
+        """The loop's F1, named: macro-F1 (classification) or micro-F1 (seqeval) for NER."""
+        return metric_name(self.type)
 
     @field_validator("labels")
     @classmethod
@@ -137,8 +145,10 @@ class LoopConfig(_Section):
     # (docs/method.md). llm2llm: the teacher writes labelled look-alikes of the seed examples the
     # student gets wrong, and the student retrains from scratch. static (ZeroGen-style): texts
     # written per label, no student feedback. augment (AugGPT-style): paraphrases of the seed
-    # examples, each keeping its seed annotation. These three are baselines.
-    method: Literal["evokd", "evokd-paper", "llm2llm", "static", "augment"] = "evokd"
+    # examples, each keeping its seed annotation. These three are baselines. The methods are the
+    # registry's (graph/methods/): the pre-flight (graph/prepare.py) checks the name and the method's
+    # own rules, as this bottom layer does not know them.
+    method: str = "evokd"
     # Texts asked per round: evokd-paper and the baselines spread n_hard + n_easy over the round;
     # evokd asks each label for n_hard hard and n_easy easy texts.
     n_hard: int = Field(4, ge=0)
@@ -267,13 +277,17 @@ class RunConfig(_Section):
     teacher: TeacherConfig = TeacherConfig()
     tracking: TrackingConfig = TrackingConfig()
 
-    @model_validator(mode="after")
-    def _method_fits_task(self) -> RunConfig:
-        if self.loop.method == "llm2llm" and self.task.type != "classification":
-            raise ValueError(f"loop.method = \"{self.loop.method}\" supports task.type = \"classification\" only")
-        if not self.loop.separate_verifier and self.loop.method != "evokd-paper":
-            raise ValueError("loop.separate_verifier = false applies to loop.method = \"evokd-paper\" only")
-        return self
+    # Where the config came from (file, its text, the --set overrides), for errors found after
+    # loading (the pre-flight's method checks) to name the line as load errors do.
+    _origin: tuple[Path, str, list[str]] | None = PrivateAttr(default=None)
+
+    def error_at(self, key: str, message: str) -> ConfigError:
+        """A one-line ConfigError about the dotted `key` ("loop.method"), naming the file and the
+        line that set it (or the --set that did), as a validation error on loading would."""
+        if self._origin is None:
+            return ConfigError(f"{key}: {message}")
+        path, text, overrides = self._origin
+        return ConfigError(f"{_located(path, text, tuple(key.split('.')), overrides)}: {message}")
 
     def digest(self) -> str:
         """A short stable hash of the resolved config, recorded in the trace header. [tracking] says
@@ -359,28 +373,27 @@ def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
     return head
 
 
-def _format_error(path: Path, text: str, err: ValidationError, overrides: list[str]) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
+def _located(path: Path, text: str, loc: tuple[Any, ...], overrides: list[str]) -> str:
+    """"FILE:LINE: section.key", or "FILE: section.key (--set ...)" when the command line set it."""
     where = ".".join(str(p) for p in loc) or "(top level)"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     field = [str(p) for p in loc]
     set_here = [o for o in overrides if (keys := parse_override(o)[0]) and field[:len(keys)] == keys]
     if set_here:  # the bad value came from the command line, not from a line of the file
-        return f"{path}: {where} (--set {set_here[-1]}): {first['msg']}{more}"
+        return f"{path}: {where} (--set {set_here[-1]})"
     line = _line_of(text, loc)
-    return f"{path}{f':{line}' if line else ''}: {where}: {first['msg']}{more}"
+    return f"{path}{f':{line}' if line else ''}: {where}"
+
+
+def _format_error(path: Path, text: str, err: ValidationError, overrides: list[str]) -> str:
+    first = err.errors()[0]
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{_located(path, text, tuple(first['loc']), overrides)}: {first['msg']}{more}"
 
 
 def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a config; every failure is one ConfigError line."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+    text = read_text(path, ConfigError, what="config file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -393,9 +406,11 @@ def load_config(path: Path, overrides: list[str] | None = None) -> RunConfig:
             # Overrides from the command line are relative to where the user stands.
             _apply(data, keys, str(Path(str(value)).resolve()))
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_error(path, text, exc, overrides or [])) from exc
+    cfg._origin = (path, text, list(overrides or []))
+    return cfg
 
 
 def dump_config(cfg: RunConfig) -> str:

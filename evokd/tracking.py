@@ -20,6 +20,7 @@ runs in one process (threads, a benchmark) cannot log into each other.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -32,9 +33,9 @@ from typing import Any
 import evokd
 from evokd.config import RunConfig, TrackingConfig
 from evokd.core.extras import require
+from evokd.core.files import write_atomic
 from evokd.core.records import RunResult
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import write_atomic
 
 log = logging.getLogger("evokd.tracking")
 
@@ -197,7 +198,7 @@ class MlflowLogger:
         self.guard.call("log the final metrics", lambda: self._log_final(run_id, result))
         for name in ARTIFACTS:
             if (folder / name).is_file():
-                self.guard.call(f"log {name}", lambda p=folder / name: self.client.log_artifact(run_id, str(p)))
+                self.guard.call(f"log {name}", functools.partial(self.client.log_artifact, run_id, str(folder / name)))
         if self.settings.log_student and (folder / "student").is_dir():
             self.guard.call("log the student",
                             lambda: self.client.log_artifacts(run_id, str(folder / "student"), "student"))
@@ -329,7 +330,7 @@ class MlflowBenchmark:
         self.guard.call("log the summary", lambda: self.client.log_batch(run_id, metrics=metrics))
         for path in files:
             if path.is_file():
-                self.guard.call(f"log {path.name}", lambda p=path: self.client.log_artifact(run_id, str(p)))
+                self.guard.call(f"log {path.name}", functools.partial(self.client.log_artifact, run_id, str(path)))
         self.guard.call("finish the MLflow run",
                         lambda: self.client.set_terminated(run_id, "FINISHED" if complete else "KILLED"))
         self.run_id = None

@@ -1,4 +1,7 @@
-"""The live terminal view of a run: the current node with a spinner, and a row per finished round."""
+"""The live terminal view of a run: the current node with a spinner, and a row per finished round.
+
+A callback of the run (graph/callbacks.py): it hears the nodes start, the teacher calls, the
+training steps and the rounds end."""
 
 from __future__ import annotations
 
@@ -11,29 +14,17 @@ from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
-from evokd.core.records import LLMCall
-from evokd.graph.context import Events
-
-NODE_TEXT = {
-    "seed": "training the student on the seed set",
-    "probe": "probing the student on the latest batch",
-    "analyst": "Analyst: reading the student's mistakes",
-    "generator": "Generator: writing hard and easy samples",
-    "verifier": "Verifier: labelling the new samples",
-    "self_check": "checking the Generator's own labels",
-    "augmenter": "LLM2LLM: writing look-alikes of the wrong seed examples",
-    "static_gen": "static: writing texts for each label",
-    "augment_gen": "augment: paraphrasing the seed examples",
-    "trainer": "Trainer: training and evaluating the student",
-    "decide": "deciding whether to go on",
-    "finish": "scoring the best round on test",
-}
+from evokd.core.records import LLMCall, RoundMetrics
+from evokd.graph.callbacks import Callback
 
 
-class LiveView:
-    def __init__(self, console: Console | None = None, metric: str = "dev F1") -> None:
+class LiveView(Callback):
+    def __init__(self, console: Console | None = None, metric: str = "dev F1",
+                 doing: dict[str, str] | None = None) -> None:
+        """`doing`: what each node is doing, as the method's steps say it (graph.build.node_texts)."""
         self.console = console or Console()
         self.metric = metric
+        self.doing = doing or {}
         self.table = Table(title="rounds", expand=False)
         for col in ("round", metric, "change", "accepted", "rejected", "tokens", "time"):
             self.table.add_column(col, justify="right")
@@ -60,32 +51,28 @@ class LiveView:
         self.live.update(self._render("finished" if exc[0] is None else "stopped"))
         self.live.__exit__(*exc)
 
-    def events(self) -> Events:
-        return Events(node_started=self.node_started, round_finished=self.round_finished,
-                      llm_call=self.llm_call, progress=self.progress)
-
     def say(self, message: str) -> None:
         self.status.plain = message
         self.live.refresh()
 
-    def node_started(self, node: str, round: int) -> None:
+    def on_node_start(self, node: str, round: int) -> None:
         self.node_started_at = time.time()
-        self.status.plain = f"round {round} · {NODE_TEXT.get(node, node)}"
+        self.status.plain = f"round {round} · {self.doing.get(node, node)}"
         self.detail.plain = ""
 
-    def llm_call(self, call: LLMCall) -> None:
+    def on_llm_call(self, call: LLMCall) -> None:
         self.tokens += call.tokens_in + call.tokens_out
         note = f" · {call.error}" if call.error else ""
         self.detail.plain = (f"last teacher call: {call.tokens_in} tokens in, {call.tokens_out} out, "
                              f"{call.latency_s:.1f}s{note}")
 
-    def progress(self, what: str, done: int, total: int) -> None:
+    def on_progress(self, what: str, done: int, total: int) -> None:
         self.detail.plain = f"{what}: step {done}/{total}"
 
-    def round_finished(self, m: dict[str, Any]) -> None:
-        change = "" if self.prev_f1 is None else f"{m['f1'] - self.prev_f1:+.4f}"
-        self.prev_f1 = m["f1"]
-        best = " *" if m["best_round"] == m["round"] else ""
-        self.table.add_row(str(m["round"]), f"{m['f1']:.4f}{best}", change, str(m["accepted"]),
-                           str(m["rejected"]), str(m["tokens_in"] + m["tokens_out"]),
-                           f"{m['seconds']['total']:.0f}s")
+    def on_round_end(self, metrics: RoundMetrics) -> None:
+        m = metrics
+        change = "" if self.prev_f1 is None else f"{m.f1 - self.prev_f1:+.4f}"
+        self.prev_f1 = m.f1
+        best = " *" if m.best_round == m.round else ""
+        self.table.add_row(str(m.round), f"{m.f1:.4f}{best}", change, str(m.accepted), str(m.rejected),
+                           str(m.tokens_in + m.tokens_out), f"{m.seconds['total']:.0f}s")

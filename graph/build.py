@@ -1,50 +1,121 @@
-"""The state machines, one wiring of the shared parts per method.
+"""The state machine: a method's round (graph/methods/) between the nodes every method shares.
 
-evokd, evokd-paper:
-          seed -> probe -> analyst -> generator -> verifier -> trainer -> decide -+-> probe (next round)
-                                                                                   +-> finish -> END
-          (the same roles; evokd's agents spend fewer tokens per sample: docs/method.md)
-llm2llm:  seed -> probe (seed set) -> augmenter -> trainer (from scratch) -> decide -+-> probe
-                                                                                     +-> finish -> END
-static:   seed -> static_gen (per label, no feedback) -> trainer -> decide -+-> static_gen
-augment:  seed -> augment_gen (paraphrase the seed set) -> trainer -> decide -+-> augment_gen
+    seed -> decide -+-> [the method's round, its steps in order] -> decide -> ...
+                    +-> finish -> END
 
-The round counter has one owner: `start_round`, applied by `traced` to the first node of each
-method's round (nodes only read `state["round"]`). With loop.separate_verifier = false, evokd-paper's
-verifier is replaced by self_check: the Generator's own labels, checked by the Verifier's rules.
+The round counter has one owner: `start_round`, applied by `traced` to the first step of each round
+(nodes only read `state["round"]`). `traced` also times every node, adds what its teacher calls cost
+to the state's usage (a node returns the calls' records as "calls"), and tells the callbacks.
 """
 
 from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from evokd.core.records import NodeTurn
+from evokd.agents.client import price
+from evokd.config import LoopConfig
+from evokd.core.records import LLMCall, NodeTurn
 from evokd.graph.context import Context
-from evokd.graph.nodes import decide, finish, probe, probe_seed, retrainer, seed, trainer
-from evokd.graph.nodes_llm import (
-    analyst,
-    augment_gen,
-    augmenter,
-    confirm,
-    diagnosis,
-    generator,
-    self_check,
-    static_gen,
-    targeted,
-    verifier,
-)
-from evokd.graph.route import next_step
+from evokd.graph.finish import finish
+from evokd.graph.method import Method, Node, Step
 from evokd.graph.state import RunState
+from evokd.graph.steps import decide, seed
 
-NODES_PER_ROUND = 6  # probe, analyst, generator, verifier, trainer, decide
+# The nodes every method has, around its round.
+SEED = Step("seed", seed, "training the student on the seed set")
+DECIDE = Step("decide", decide, "deciding whether to go on")
+FINISH = Step("finish", finish, "scoring the best round on test")
 
-Node = Callable[[RunState, Runtime[Context]], dict[str, Any]]
+
+def build_graph(method: Method, loop: LoopConfig) -> StateGraph[RunState, Context, RunState, RunState]:
+    graph = StateGraph(RunState, context_schema=Context)
+    steps = method.round(loop)
+    first = steps[0].name
+    for step in [SEED, *steps, DECIDE, FINISH]:
+        graph.add_node(step.name, traced(step.name, step.node, starts_round=step.name == first))
+    graph.add_edge(START, "seed")
+    graph.add_edge("seed", "decide")
+    for a, b in itertools.pairwise(steps):
+        graph.add_edge(a.name, b.name)
+    graph.add_edge(steps[-1].name, "decide")
+    graph.add_conditional_edges("decide", next_step, {"next round": first, "finish": "finish"})
+    graph.add_edge("finish", END)
+    return graph
+
+
+def next_step(state: RunState) -> Literal["next round", "finish"]:
+    """The conditional edge after `decide`."""
+    return "finish" if state.get("stop_reason") else "next round"
+
+
+def node_texts(method: Method, loop: LoopConfig) -> dict[str, str]:
+    """What each node of the method's graph is doing, as the live view says it."""
+    return {step.name: step.doing for step in [SEED, *method.round(loop), DECIDE, FINISH]}
+
+
+def recursion_limit(method: Method, loop: LoopConfig) -> int:
+    """LangGraph's cap on steps: every round's nodes and decide, plus room to spare."""
+    return (len(method.round(loop)) + 1) * (loop.max_rounds + 1) + 10
+
+
+def traced(name: str, node: Node, starts_round: bool = False) -> Node:
+    """The node, timed, its teacher calls' cost counted, and told to the callbacks (one NodeTurn
+    record per turn in the trace). The first node of a round (`starts_round`) sees the new round,
+    returns it in its update and is recorded under it."""
+
+    def run(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+        ctx = runtime.context
+        if starts_round:
+            state = start_round(state)
+        round = state.get("round", 0)
+        ctx.callbacks.on_node_start(name, round)
+        started = time.time()
+        try:
+            update = node(state, runtime)
+            if starts_round:
+                update = {"round": round, **update}
+        except Exception as exc:
+            ended = time.time()
+            ctx.callbacks.on_node_end(NodeTurn(round=round, node=name, method=ctx.method.name, started_at=started,
+                                               ended_at=ended, seconds=ended - started,
+                                               error=f"{type(exc).__name__}: {exc}"))
+            raise
+        ended = time.time()
+        usage = dict(update.get("usage") or {})
+        if "calls" in update:
+            usage.update(spent(update.pop("calls"), ctx.cfg.loop))
+        ctx.callbacks.on_node_end(NodeTurn(round=round, node=name, method=ctx.method.name, started_at=started,
+                                           ended_at=ended, seconds=ended - started, output=summarise(update)))
+        usage["total"] = usage.get("total", 0.0) + (ended - started)
+        return {**update, "usage": usage}
+
+    run.__name__ = name
+    return run
+
+
+def start_round(state: RunState) -> RunState:
+    """The only place the round counter advances: 0 is the seed round, generation rounds count from 1."""
+    return {**state, "round": state.get("round", 0) + 1}
+
+
+def spent(calls: list[LLMCall], loop: LoopConfig) -> dict[str, float]:
+    """Counters to add to the state for a node's teacher calls (a recorded reply counts only when
+    the run it was recorded in counted it)."""
+    paid = [c for c in calls if not c.from_record or c.paid_before_resume]
+    tokens_in = sum(c.tokens_in for c in paid)
+    tokens_out = sum(c.tokens_out for c in paid)
+    return {
+        "tokens_in": tokens_in,
+        "tokens_out": tokens_out,
+        "cost": price(tokens_in, tokens_out, loop.price_in_per_1k, loop.price_out_per_1k),
+        "calls": len(paid),
+        "llm": sum(c.latency_s for c in paid),
+    }
 
 
 def summarise(update: dict[str, Any]) -> dict[str, Any]:
@@ -56,84 +127,3 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
         elif key != "usage":  # usage is summed into the state, not the node's own output
             out[key] = value
     return out
-
-
-def start_round(state: RunState) -> RunState:
-    """The only place the round counter advances: 0 is the seed round, generation rounds count from 1."""
-    return {**state, "round": state.get("round", 0) + 1}
-
-
-def traced(name: str, node: Node, starts_round: bool = False) -> Node:
-    """Time a node, tell the live view, and leave one NodeTurn record per turn in the trace.
-    The first node of a round (`starts_round`) sees the new round, returns it in its update and is
-    recorded under it."""
-
-    def run(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-        ctx = runtime.context
-        if starts_round:
-            state = start_round(state)
-        round = state.get("round", 0)
-        ctx.events.node_started(name, round)
-        started = time.time()
-        try:
-            update = node(state, runtime)
-            if starts_round:
-                update = {"round": round, **update}
-        except Exception as exc:
-            ended = time.time()
-            ctx.trace.write(NodeTurn(round=round, node=name, method=ctx.cfg.loop.method, started_at=started,
-                                     ended_at=ended, seconds=ended - started, error=f"{type(exc).__name__}: {exc}"))
-            raise
-        ended = time.time()
-        ctx.trace.write(NodeTurn(round=round, node=name, method=ctx.cfg.loop.method, started_at=started,
-                                 ended_at=ended, seconds=ended - started, output=summarise(update)))
-        usage = dict(update.get("usage") or {})
-        usage["total"] = usage.get("total", 0.0) + (ended - started)
-        return {**update, "usage": usage}
-
-    run.__name__ = name
-    return run
-
-
-# One round's nodes per method, in order; the first one starts the round. A new method is a new row.
-ROUNDS: dict[str, list[tuple[str, Node]]] = {
-    "evokd": [("probe", probe), ("analyst", diagnosis), ("generator", targeted), ("verifier", confirm),
-              ("trainer", trainer)],
-    "evokd-paper": [("probe", probe), ("analyst", analyst), ("generator", generator), ("verifier", verifier),
-                    ("trainer", trainer)],
-    "llm2llm": [("probe", probe_seed), ("augmenter", augmenter), ("trainer", retrainer)],
-    "static": [("static_gen", static_gen), ("trainer", trainer)],
-    "augment": [("augment_gen", augment_gen), ("trainer", trainer)],
-}
-
-
-def round_nodes(method: str = "evokd", separate_verifier: bool = True) -> list[tuple[str, Node]]:
-    """One round's nodes in order; the switch swaps evokd's Verifier for the Generator's own labels."""
-    nodes = ROUNDS[method]
-    if not separate_verifier:
-        nodes = [("self_check", self_check) if name == "verifier" else (name, node) for name, node in nodes]
-    return nodes
-
-
-def build_graph(method: str = "evokd", separate_verifier: bool = True) -> StateGraph:
-    graph = StateGraph(RunState, context_schema=Context)
-    nodes = round_nodes(method, separate_verifier)
-    first = nodes[0][0]
-    graph.add_node("seed", traced("seed", seed))
-    for name, node in nodes:
-        graph.add_node(name, traced(name, node, starts_round=name == first))
-    for name, node in [("decide", decide), ("finish", finish)]:
-        graph.add_node(name, traced(name, node))
-    graph.add_edge(START, "seed")
-    graph.add_edge("seed", "decide")
-    for (a, _), (b, _) in itertools.pairwise(nodes):
-        graph.add_edge(a, b)
-    graph.add_edge(nodes[-1][0], "decide")
-    # next_step names the next round "probe"; the round starts at this method's first node.
-    graph.add_conditional_edges("decide", next_step, {"probe": first, "finish": "finish"})
-    graph.add_edge("finish", END)
-    return graph
-
-
-def recursion_limit(max_rounds: int) -> int:
-    return NODES_PER_ROUND * (max_rounds + 1) + 10

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evokd.agents.llm import Teacher
+from evokd.agents.client import TeacherClient
 from evokd.agents.prompts import PromptSet
 from evokd.config import RunConfig
-from evokd.core.records import LLMCall, Sample
+from evokd.core.records import Sample
 from evokd.core.runfolder import RunFolder
 from evokd.core.text import normalise
-from evokd.core.trace import TraceWriter
+from evokd.graph.callbacks import CallbackList
+from evokd.student.protocol import Student
+
+if TYPE_CHECKING:
+    from evokd.graph.method import Method
 
 
 @dataclass
@@ -29,58 +32,51 @@ class TaskData:
 
 
 class StudentHolder:
-    """Keeps the student in memory between nodes; reloads it from a checkpoint after a resume."""
+    """Keeps the student in memory between nodes; reloads it from a checkpoint after a resume.
+
+    student.model imports torch and transformers: it is imported when a run first needs a student,
+    so that `evokd --help`, `--dry-run` and the pre-flight start without them."""
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg
-        self.student: Any = None
+        self.student: Student | None = None
         self.source: str | None = None
-        self._encoder: Any = None
+        self._encoder: Student | None = None
 
-    def fresh(self) -> Any:
-        from evokd.student.model import build_student
+    def fresh(self) -> Student:
+        from evokd.student.model import build_student  # torch, transformers: see the class doc
 
         self.student, self.source = build_student(self.cfg.task, self.cfg.student), None
         return self.student
 
-    def encoder(self) -> Any:
+    def encoder(self) -> Student:
         """A student with its pretrained weights, kept apart from the one being trained: its sentence
         embeddings do not drift with fine-tuning, so a near-duplicate means the same every round."""
         if self._encoder is None:
-            from evokd.student.model import build_student
+            from evokd.student.model import build_student  # torch, transformers: see the class doc
 
             self._encoder = build_student(self.cfg.task, self.cfg.student)
         return self._encoder
 
-    def at(self, checkpoint: str) -> Any:
+    def at(self, checkpoint: str) -> Student:
         if self.student is None or self.source != checkpoint:
-            from evokd.student.model import load_student
+            from evokd.student.model import load_student  # torch, transformers: see the class doc
 
             self.student = load_student(Path(checkpoint), self.cfg.task, self.cfg.student)
             self.source = checkpoint
         return self.student
 
 
-class Events:
-    """Hooks the live view listens to; all optional so tests and replays run headless."""
-
-    def __init__(self, node_started: Callable[[str, int], None] | None = None,
-                 round_finished: Callable[[dict[str, Any]], None] | None = None,
-                 llm_call: Callable[[LLMCall], None] | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> None:
-        self.node_started = node_started or (lambda node, round: None)
-        self.round_finished = round_finished or (lambda metrics: None)
-        self.llm_call = llm_call or (lambda call: None)
-        self.progress = progress or (lambda what, done, total: None)
-
-
 @dataclass
 class Context:
     cfg: RunConfig
     run: RunFolder
-    teacher: Teacher
+    teacher: TeacherClient
     prompts: PromptSet
     data: TaskData
     holder: StudentHolder
-    trace: TraceWriter
-    events: Events = field(default_factory=Events)
+    method: Method
+    # The trace, the live view, trackers: the nodes tell them what happens (graph/callbacks.py).
+    callbacks: CallbackList = field(default_factory=CallbackList)
+    # What the method's `prepare` loaded, for its nodes (None for the methods shipped).
+    method_data: Any = None

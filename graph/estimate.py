@@ -1,9 +1,9 @@
 """What a run will ask of its teacher, before it starts (`evokd run CONFIG --dry-run`).
 
-One generation round's calls are rendered from the real templates on the seed data (the samples the
-Analyst is shown, the texts the Verifier labels: seed texts standing in for generated ones of the
-same length), their input tokens counted, and each reply sized by what it holds (a summary, n texts
-as long as the seed texts, a label per text), never above `llm.max_tokens`. Rounds the budget buys
+One generation round's calls are what the method's `estimate` writes down with `Asks`: rendered
+from the real templates on the seed data, their input tokens counted, and each reply sized by what
+it holds (a summary, n texts as long as the seed texts, a label per text), never above
+`llm.max_tokens`. Rounds the budget buys
 follow the loop's own rule (`loop.forecast_budget`: no round is started that the rest of the budget
 is not expected to pay for). Minutes come from a previous run with the same teacher in `runs_dir`.
 """
@@ -16,14 +16,16 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from evokd.agents.common import task_variables
-from evokd.agents.prompts import PromptSet
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import RunConfig
 from evokd.core.bio import describe_entities
 from evokd.core.records import Sample
 from evokd.graph.context import TaskData
+
+if TYPE_CHECKING:
+    from evokd.graph.method import Method
 
 # Per chat message the chat template adds role markers.
 MESSAGE_OVERHEAD = 4
@@ -107,7 +109,7 @@ class Estimate:
                        "in/out")
         else:
             out.append("money: 0 (no loop.price_in_per_1k / price_out_per_1k set)")
-        if self.teacher_minutes is not None:
+        if self.teacher_minutes is not None and self.seconds_per_token:
             out.append(f"teacher time: about {self.teacher_minutes:.1f} min at {1 / self.seconds_per_token:.0f} "
                        f"tokens/s ({self.speed_source}); student training comes on top")
         else:
@@ -115,112 +117,80 @@ class Estimate:
         return out + self.notes
 
 
-def _count(messages: list[dict[str, str]], count: Callable[[str], int], overhead: int) -> int:
-    return sum(count(str(m["content"])) + overhead for m in messages)
+@dataclass
+class Asks:
+    """What one generation round asks of the teacher, as a method's `estimate` writes it down: each
+    call's prompt rendered from the real templates on the seed data (the samples an Analyst is
+    shown, the texts a Verifier labels: seed texts standing in for generated ones of the same
+    length), its input tokens counted, its reply sized (never above llm.max_tokens)."""
 
+    cfg: RunConfig
+    prompts: PromptSet
+    seed: list[Sample]
+    count: Callable[[str], int]
+    replies: ReplySizes
+    message_overhead: int
+    calls: list[CallEstimate] = field(default_factory=list)
 
-def _records(seed: list[Sample], n: int) -> list[dict[str, Any]]:
-    """n records shaped as the probe shows them to the Analyst, cycled from the seed samples."""
-    out = []
-    for i in range(n):
-        s = seed[i % len(seed)]
-        if s.tokens is not None:
-            out.append({"text": s.text, "tokens": s.tokens, "tags": s.tags, "predicted": ["O"] * len(s.tokens),
-                        "gold_entities": describe_entities(s.tokens, s.tags),
-                        "predicted_entities": describe_entities(s.tokens, ["O"] * len(s.tokens))})
-        else:
-            out.append({"text": s.text, "label": s.label, "predicted": s.label})
-    return out
+    def __post_init__(self) -> None:
+        task, seed = self.cfg.task, self.seed
+        self.loop = self.cfg.loop
+        self.variables = task_variables(task)
+        # Texts asked per round (evokd: per label).
+        self.n = self.loop.n_hard + self.loop.n_easy
+        self.text_tokens = max(1, round(sum(self.count(s.text) for s in seed) / len(seed)))
+        # A reply: JSON keys and quotes around each item, then the items.
+        self.per_text = round(self.text_tokens * self.replies.text_scale) + self.replies.per_text_extra
+        self.per_label = self.replies.per_label if task.type == "classification" else self.replies.per_label + 2 + \
+            8 * max(1, round(sum(len([t for t in s.tags or [] if t.startswith("B-")]) for s in seed) / len(seed)))
+        # Dev scores as an Analyst is shown them.
+        self.metrics = {"f1": 0.5, "per_label": dict.fromkeys(task.labels, 0.5),
+                        "confused": [{"gold": task.labels[0], "predicted": task.labels[1], "count": 1}],
+                        "errors": {"missed": 1, "spurious": 1} if task.type == "ner" else None}
 
+    def messages(self, agent: str, **variables: object) -> list[dict[str, str]]:
+        """An agent's messages, rendered with the variables every agent provides and these."""
+        return self.prompts.messages(agent, **self.variables, **variables)[0]
 
-def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable[[str], int] = approx_tokens,
-             *, speed: bool = True, replies: ReplySizes = ReplySizes(), message_overhead: int = MESSAGE_OVERHEAD,
-             ) -> Estimate:
-    """The calls, tokens, money and rounds of a run of `cfg` on `data` (see the module doc).
-    `count` is the teacher's tokenizer (characters / 4 by default) and `message_overhead` what its
-    chat template adds per message; `replies` sizes the replies; `speed` looks for a measured speed."""
-    loop, task, cap = cfg.loop, cfg.task, cfg.llm.max_tokens
-    seed = data.seed
-    common = task_variables(task)
-    text_tokens = max(1, round(sum(count(s.text) for s in seed) / len(seed)))
-    # A reply: JSON keys and quotes around each item, then the items.
-    per_text = round(text_tokens * replies.text_scale) + replies.per_text_extra
-    per_label = replies.per_label if task.type == "classification" else replies.per_label + 2 + 8 * max(1, round(
-        sum(len([t for t in s.tags or [] if t.startswith("B-")]) for s in seed) / len(seed)))
-    n = loop.n_hard + loop.n_easy
-    calls: list[CallEstimate] = []
+    def tokens(self, messages: list[dict[str, str]]) -> int:
+        return sum(self.count(str(m["content"])) + self.message_overhead for m in messages)
 
-    def call(node: str, k: float, messages: list[dict[str, str]], out: int, extra_in: int = 0) -> None:
+    def reply(self, tokens: int) -> int:
+        """A reply's tokens, capped as the teacher caps it (llm.max_tokens)."""
+        return min(tokens, self.cfg.llm.max_tokens)
+
+    def call(self, node: str, k: float, messages: list[dict[str, str]], out: int, extra_in: int = 0) -> None:
+        """`k` calls a round (a share when not every round makes it) of `messages`, each replied
+        `out` tokens; `extra_in`: input beyond the messages (a conversation's earlier reply)."""
         if k > 0:
-            calls.append(CallEstimate(node, k, _count(messages, count, message_overhead) + extra_in, min(out, cap)))
+            self.calls.append(CallEstimate(node, k, self.tokens(messages) + extra_in, self.reply(out)))
 
-    metrics = {"f1": 0.5, "per_label": dict.fromkeys(task.labels, 0.5),
-               "confused": [{"gold": task.labels[0], "predicted": task.labels[1], "count": 1}],
-               "errors": {"missed": 1, "spurious": 1} if task.type == "ner" else None}
-    if loop.method == "evokd":
-        # The default loop (docs/method.md). Per label a fresh Generator call for n texts, shown the
-        # diagnosis and the student's hardest texts; the Verifier labels the hard texts (loop.verify).
-        labels = len(task.labels)
-        weaknesses = ["a few words of diagnosis"] * 3
-        gen, _ = prompts.messages("targeted", **common, round=1, label=task.labels[0], weaknesses=weaknesses,
-                                  examples=_records(seed, loop.show_errors), n_hard=loop.n_hard,
-                                  n_easy=loop.n_easy, keys=("tricky_label", "plain_label"))
-        call("generator", labels, gen, n * (per_text + (0 if task.type == "classification" else per_label)) + 10)
-        # No diagnosis in round 1 (nothing wrong to read), then one every loop.analyst_every rounds:
-        # its tokens are spread over the rounds as an average share.
-        diagnosis, _ = prompts.messages("diagnosis", **common, errors=_records(seed, loop.max_shown),
-                                        n_seen=n * labels, metrics=metrics if loop.analyst_sees_metrics else None)
-        share = round(math.ceil(max(loop.max_rounds - 1, 0) / loop.analyst_every) / max(loop.max_rounds, 1), 3)
-        if share > 0:
-            calls.append(CallEstimate("analyst", share, _count(diagnosis, count, message_overhead),
-                                      min(replies.analyst // 2, cap)))
-        checked = {"hard": loop.n_hard, "all": n, "contested": n // 2}[loop.verify] * labels
-        if checked:
-            batch = loop.verifier_batch_size
-            texts = [r["text"] for r in _records(seed, min(batch, checked))]
-            verifier, _ = prompts.messages("verifier", **common, texts=texts)
-            per_round: float = math.ceil(checked / batch)
-            if loop.verify == "hard" and loop.hard_from_errors:
-                # Round 1 has no wrong texts to vary, so no hard ones: an average share of the later rounds'.
-                per_round = round(per_round * max(loop.max_rounds - 1, 0) / max(loop.max_rounds, 1), 3)
-            call("verifier", per_round, verifier, min(batch, checked) * per_label + 4)
-    elif loop.method == "evokd-paper":
-        # Round 1 shows the Analyst the seed set, later rounds the last batch (up to max_shown right
-        # and max_shown wrong): the mean of the two, half right and half wrong.
-        shown = max(1, round((len(seed) + min(n, 2 * loop.max_shown)) / 4))
-        analyst, _ = prompts.messages("analyst", **common, round=1,
-                                      correct=_records(seed, shown) if loop.analyst_sees_correct else None,
-                                      incorrect=_records(seed, shown),
-                                      metrics=metrics if loop.analyst_sees_metrics else None)
-        call("analyst", 1, analyst, replies.analyst)
-        agent = "generator" if loop.separate_verifier else "generator_labelled"
-        gen_user, _ = prompts.messages(agent, **common, round=1, n_hard=loop.n_hard, n_easy=loop.n_easy)
-        generated = n * (per_text + (0 if loop.separate_verifier else per_label)) + 10
-        # The Generator continues the Analyst's conversation: its prompt, its reply, then the ask.
-        call("generator", 1, [*analyst, gen_user[-1]], generated, extra_in=min(replies.analyst, cap) + message_overhead)
-        if loop.separate_verifier:
-            batch = loop.verifier_batch_size
-            texts = [r["text"] for r in _records(seed, min(batch, n))]
-            verifier, _ = prompts.messages("verifier", **common, texts=texts)
-            call("verifier", math.ceil(n / batch), verifier, min(batch, n) * per_label + 4)
-    elif loop.method == "static":
-        from evokd.agents.static import per_label as texts_per_label
+    def records(self, n: int) -> list[dict[str, Any]]:
+        """n records shaped as a probe shows them to an Analyst, cycled from the seed samples."""
+        out = []
+        for i in range(n):
+            s = self.seed[i % len(self.seed)]
+            if s.tokens is not None:
+                out.append({"text": s.text, "tokens": s.tokens, "tags": s.tags,
+                            "predicted": ["O"] * len(s.tokens),
+                            "gold_entities": describe_entities(s.tokens, s.tags),
+                            "predicted_entities": describe_entities(s.tokens, ["O"] * len(s.tokens))})
+            else:
+                out.append({"text": s.text, "label": s.label, "predicted": s.label})
+        return out
 
-        k = texts_per_label(loop.n_hard, loop.n_easy, task.labels)
-        messages, _ = prompts.messages("static", **common, n=k, round=1, label=task.labels[0])
-        call("static", len(task.labels), messages, k * per_text + 6)
-    elif loop.method == "augment":
-        from evokd.agents.augment import per_example
 
-        k = per_example(loop.n_hard, loop.n_easy, len(seed))
-        example = _records(seed, 1)[0]
-        messages, _ = prompts.messages("augment", **common, n=k, round=1, example=example)
-        call("augment", len(seed), messages, k * per_text + 6)
-    else:  # llm2llm: one call per seed example the student gets wrong; assume half of them
-        example = _records(seed, 1)[0]
-        messages, _ = prompts.messages("llm2llm", **common, n=loop.llm2llm_per_example, round=1, example=example)
-        call("llm2llm", max(1, len(seed) // 2), messages, loop.llm2llm_per_example * (per_text + 8) + 6)
-    est = Estimate(method=loop.method, calls=calls, rounds=loop.max_rounds, limit="max_rounds",
+def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, method: Method,
+             count: Callable[[str], int] = approx_tokens, *, speed: bool = True, replies: ReplySizes = ReplySizes(),
+             message_overhead: int = MESSAGE_OVERHEAD) -> Estimate:
+    """The calls, tokens, money and rounds of a run of `cfg` (whose loop.method is `method`) on
+    `data` (see the module doc). `count` is the teacher's tokenizer (characters / 4 by default) and
+    `message_overhead` what its chat template adds per message; `replies` sizes the replies;
+    `speed` looks for a measured speed."""
+    asks = Asks(cfg, prompts, data.seed, count, replies, message_overhead)
+    method.estimate(asks)
+    loop = cfg.loop
+    est = Estimate(method=method.name, calls=asks.calls, rounds=loop.max_rounds, limit="max_rounds",
                    price_in_per_1k=loop.price_in_per_1k, price_out_per_1k=loop.price_out_per_1k)
     _limit_rounds(est, cfg)
     measured = measured_speed(cfg) if speed else None

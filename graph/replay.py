@@ -16,16 +16,15 @@ from rich.tree import Tree
 from evokd.agents.recording import Recording
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.core.bio import describe_entities
-from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader
-from evokd.core.records import RunResult as RunOutcome
+from evokd.core.files import read_jsonl
+from evokd.core.records import Decision, LLMCall, NodeTurn, RunHeader, RunResult
 from evokd.core.runfolder import RunFolder, describe_teacher
 from evokd.core.trace import read_trace
-from evokd.graph.runner import RunError, RunResult, execute, resume_config
+from evokd.graph.runner import Executed, RunError, execute, resume_config
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(Path(run_dir) / "metrics.jsonl", missing_ok=True)
 
 
 def records(run_dir: Path, round: int | None = None, node: str | None = None) -> list[Any]:
@@ -67,12 +66,12 @@ def _count(value: Any) -> int:
 
 
 def read_samples(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "samples.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_jsonl(Path(run_dir) / "samples.jsonl", missing_ok=True)
 
 
 def verdict(sample: dict[str, Any], fold: Any) -> str:
     """One generated sample as a line: its intent, text, and what the Verifier made of it."""
+    given: str | None
     if sample.get("tokens") is not None:
         given = describe_entities(sample["tokens"], sample.get("tags"), none="no entities")
     else:
@@ -93,10 +92,10 @@ def turn_line(record: NodeTurn, metrics: dict[int, dict[str, Any]], samples: lis
         shown = ", ".join(f"\"{fold(s['text'])}\" ({s.get('label') or 'entities'})" for s in seeds[:8])
         more = f", and {len(seeds) - 8} more" if len(seeds) > 8 else ""
         return f"picked {len(seeds)} gold seed examples: {escape(shown)}{more}"
-    if record.node in ("probe", "probe_seed"):
+    if record.node == "probe":
         return (f"student right on {_count(out.get('correct'))}, wrong on {_count(out.get('incorrect'))} "
                 "of the samples shown to the teacher")
-    if record.node in ("trainer", "retrainer") and m is not None:
+    if record.node == "trainer" and m is not None:
         loss = f", loss {m['train_loss']:.4f}" if m.get("train_loss") is not None else ""
         trained = f"trained on {m['train_size']} samples{loss}" if m["train_size"] else "nothing accepted, not trained"
         return f"{trained}; dev F1 {m['f1']:.4f} (best so far: round {m['best_round']})"
@@ -159,7 +158,7 @@ class RoundDiff(BaseModel):
 
 
 def rerun(run_dir: Path, out: Path | None = None, allow_divergence: bool = False,
-          console: Console | None = None) -> tuple[RunResult, list[RoundDiff]]:
+          console: Console | None = None) -> tuple[Executed, list[RoundDiff]]:
     """Re-execute a run with its recorded replies (no LLM server) and compare every round's dev F1."""
     cfg, _ = resume_config(run_dir)
     # A rerun checks the recorded run; it is not a new experiment to track.
@@ -218,7 +217,7 @@ def outcome(run_dir: Path) -> dict[str, str]:
     """What a run came to, as table cells: from result.json, else (unfinished) from metrics.jsonl."""
     metrics = read_metrics(run_dir)
     result_path = Path(run_dir) / "result.json"
-    result = RunOutcome.model_validate_json(result_path.read_text()) if result_path.is_file() else None
+    result = RunResult.model_validate_json(result_path.read_text()) if result_path.is_file() else None
     config = read_run_config(run_dir)
     if not metrics:
         return {"rounds": "none finished"}

@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import logging
 import os
 import platform
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph.state import CompiledStateGraph
 
 import evokd
-from evokd.agents.llm import Budget, Teacher, make_chat_model, resolve_mode
+from evokd.agents.client import Budget, TeacherClient, make_chat_model, resolve_mode
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
-from evokd.core.records import LLMCall, RunHeader
-from evokd.core.records import RunResult as ResultRecord
+from evokd.core.files import write_atomic
+from evokd.core.records import RoundMetrics, RunHeader, RunResult
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import TraceWriter, read_trace, write_atomic
+from evokd.core.trace import TraceWriter, read_trace
 from evokd.graph.build import build_graph, recursion_limit
-from evokd.graph.context import Context, Events, StudentHolder
+from evokd.graph.callbacks import Callback, CallbackList, TraceCallback
+from evokd.graph.context import Context, StudentHolder
+from evokd.graph.methods import recorded_name
 from evokd.graph.prepare import Prepared, prepare
-from evokd.tracking import observers_for
+from evokd.teacher import local_teacher
+from evokd.tracking import MlflowLogger, observers_for
 
 log = logging.getLogger("evokd.run")
-THREAD = {"configurable": {"thread_id": "evokd"}}
+THREAD: RunnableConfig = {"configurable": {"thread_id": "evokd"}}
 
 
 class RunError(Exception):
@@ -38,7 +45,10 @@ class RunError(Exception):
 
 
 @dataclass
-class RunResult:
+class Executed:
+    """A run as `execute` leaves it: its folder and the graph's final state (result.json, the
+    RunResult, is in the folder once the run has finished)."""
+
     run: RunFolder
     state: dict[str, Any]
 
@@ -59,8 +69,6 @@ def teacher_endpoint(cfg: RunConfig, run: RunFolder, on_status: Any = None) -> I
     if cfg.llm.base_url:
         yield cfg.llm.base_url, False
         return
-    from evokd.teacher import local_teacher
-
     with local_teacher(cfg.teacher, run.root, on_status=on_status) as info:
         yield info.base_url, True
 
@@ -73,15 +81,15 @@ def execute(
     resume: bool = False,
     recording: Recording | None = None,
     parent: str | None = None,
-    events: Events | None = None,
+    callbacks: Iterable[Callback] = (),
     chat_model: Any = None,
     base_url: str | None = None,
-    on_status: Any = None,
-) -> RunResult:
+    on_status: Callable[[str], None] | None = None,
+) -> Executed:
     """Run the graph to its end. `prepared` is what `prepare(cfg)` checked before the run folder
-    existed (else it is prepared here); `chat_model` replaces the teacher (tests, replays)."""
+    existed (else it is prepared here); `callbacks` hear what the run does after the trace does
+    (graph/callbacks.py: the live view, a tracker); `chat_model` replaces the teacher (tests, replays)."""
     prepared = prepared if prepared is not None else prepare(cfg)
-    data, prompts = prepared.data, prepared.prompts
     if run is None:
         run = RunFolder.create(cfg.runs_dir, cfg.name)
         write_atomic(run.config, dump_config(cfg))
@@ -90,8 +98,8 @@ def execute(
         recording = Recording.from_run(run.root)
     secret = os.environ.get(cfg.llm.api_key_env, "")
     trace = TraceWriter(run.trace, secrets=[secret])
-    observers = observers_for(cfg)  # the experiment tracker, when [tracking] names one
-    outcome: ResultRecord | None = None
+    trackers = [TrackerCallback(logger, cfg, run) for logger in observers_for(cfg)]  # when [tracking] names one
+    listeners = CallbackList([TraceCallback(trace), *callbacks, *trackers])
     try:
         if chat_model is not None:
             endpoint: contextlib.AbstractContextManager = contextlib.nullcontext(
@@ -100,67 +108,73 @@ def execute(
             endpoint = teacher_endpoint(cfg, run, on_status)
         with endpoint as (url, embedded):
             model = chat_model if chat_model is not None else make_chat_model(cfg.llm, url)
-            events = _with_observers(events or Events(), observers)
-
-            def on_call(call: LLMCall) -> None:
-                trace.write(call)
-                events.llm_call(call)
-
             loop = cfg.loop
             budget = Budget(loop.max_tokens, loop.max_cost, loop.price_in_per_1k, loop.price_out_per_1k)
-            teacher = Teacher(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
-                              on_call=on_call, recording=recording, budget=budget, run_seed=cfg.sampling.seed)
-            trace.write(RunHeader(
+            teacher = TeacherClient(model, cfg.llm, mode=resolve_mode(cfg.llm, embedded), base_url=url,
+                                    on_call=listeners.on_llm_call, recording=recording, budget=budget,
+                                    run_seed=cfg.sampling.seed)
+            listeners.on_run_start(RunHeader(
                 run_id=run.root.name, evokd_version=evokd.__version__, created_at=time.time(),
                 config_hash=cfg.digest(), config=cfg.model_dump(mode="json"), teacher_model=cfg.llm.model,
                 teacher_url=url, student_model=cfg.student.model,
                 seeds={"sampling": cfg.sampling.seed, "student": cfg.student.seed},
-                libraries=library_versions(), resumed=resume, parent=parent, method=cfg.loop.method,
-                prompts=prompts.digests()))
-            ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prompts, data=data,
-                          holder=StudentHolder(cfg), trace=trace, events=events)
-            for observer in observers:
-                observer.on_run_start(cfg, run, resume)
+                libraries=library_versions(), resumed=resume, parent=parent, method=prepared.method.name,
+                prompts=prepared.prompts.digests()))
+            ctx = Context(cfg=cfg, run=run, teacher=teacher, prompts=prepared.prompts, data=prepared.data,
+                          holder=StudentHolder(cfg), method=prepared.method, callbacks=listeners,
+                          method_data=prepared.method_data)
             state = _invoke(ctx, resume)
-            if run.result.exists():
-                outcome = ResultRecord.model_validate_json(run.result.read_text(encoding="utf-8"))
     finally:
         trace.close()
-        for observer in observers:  # outcome None: stopped before the end (an error, Ctrl-C)
-            observer.on_run_end(outcome)
-    return RunResult(run=run, state=state)
+        for tracker in trackers:
+            tracker.stopped()
+    return Executed(run=run, state=state)
 
 
-def _with_observers(events: Events, observers: list[Any]) -> Events:
-    """`events` with each observer's on_round_end called after the live view's round_finished."""
-    if not observers:
-        return events
-    shown = events.round_finished
 
-    def round_finished(metrics: dict[str, Any]) -> None:
-        shown(metrics)
-        for observer in observers:
-            observer.on_round_end(metrics)
+class TrackerCallback(Callback):
+    """An experiment tracker (evokd/tracking.py) hearing the run; a run that stops before its end (an
+    error, Ctrl-C) is marked stopped there, and a resume continues the tracker's run."""
 
-    return Events(node_started=events.node_started, round_finished=round_finished, llm_call=events.llm_call,
-                  progress=events.progress)
+    def __init__(self, logger: MlflowLogger, cfg: RunConfig, run: RunFolder) -> None:
+        self.logger, self.cfg, self.run = logger, cfg, run
+        self.ended = False
+
+    def on_run_start(self, header: RunHeader) -> None:
+        self.logger.on_run_start(self.cfg, self.run, header.resumed)
+
+    def on_round_end(self, metrics: RoundMetrics) -> None:
+        self.logger.on_round_end(metrics.model_dump(mode="json"))
+
+    def on_run_end(self, result: RunResult) -> None:
+        self.ended = True
+        self.logger.on_run_end(result)
+
+    def stopped(self) -> None:
+        if not self.ended:
+            self.logger.on_run_end(None)
 
 
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
-        graph = build_graph(ctx.cfg.loop.method, ctx.cfg.loop.separate_verifier).compile(
-            checkpointer=SqliteSaver(conn))
-        config = {**THREAD, "recursion_limit": recursion_limit(ctx.cfg.loop.max_rounds)}
         # "sync": each step's checkpoint is on disk before the next step starts. LangGraph's default,
         # "async", writes it while the next step runs, so a kill -9 could land after `decide` had
         # deleted the previous round's student but before the trainer's step was saved: the resume
         # then redid the trainer from a checkpoint that was gone (found by tests/test_soak.py).
+        graph = build_graph(ctx.method, ctx.cfg.loop).compile(checkpointer=SqliteSaver(conn))
+        config: RunnableConfig = {"configurable": {"thread_id": "evokd"},
+                                  "recursion_limit": recursion_limit(ctx.method, ctx.cfg.loop)}
         if resume:
             snapshot = graph.get_state(config)
             if not snapshot.values:
                 # Stopped before the first checkpoint: nothing was finished, so start from the top.
                 return graph.invoke({"round": 0}, config=config, context=ctx, durability="sync")
+            if waits_on_a_removed_node(graph, config):
+                # The run stopped where a node of its round used to be (0.2's default loop opened each
+                # round with "probe"): decide's routing is taken again, into the round as it is now.
+                graph.update_state(config, None, as_node="decide")
+                snapshot = graph.get_state(config)
             if not snapshot.next and not snapshot.tasks:
                 # Finished. (A node that ended just before a kill -9 saved its writes but not the next
                 # checkpoint: `next` is then empty while its task is still listed, and invoke goes on.)
@@ -175,20 +189,34 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
         conn.close()
 
 
+def waits_on_a_removed_node(graph: CompiledStateGraph[Any, Any, Any, Any], config: RunnableConfig) -> bool:
+    """Whether the last checkpoint triggered a node this graph does not have."""
+    checkpointer = graph.checkpointer
+    saved = checkpointer.get_tuple(config) if isinstance(checkpointer, BaseCheckpointSaver) else None
+    if saved is None:
+        return False
+    checkpoint = saved.checkpoint
+    for channel, version in checkpoint["channel_versions"].items():
+        node = channel.removeprefix("branch:to:")
+        if channel.startswith("branch:to:") and node not in graph.nodes \
+                and checkpoint["versions_seen"].get(node, {}).get(channel) != version:
+            return True
+    return False
+
+
 def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[RunConfig, RunFolder]:
     run = RunFolder(Path(run_dir))
     if not run.config.exists():
         raise RunError(f"{run_dir}: not a run folder (no config.toml)")
     cfg = load_config(run.config, overrides)
-    if cfg.loop.method == "evokd" and recorded_before_default_loop(run):
-        # Until 0.2.0 "evokd" named the paper's loop: a resume or replay of such a run stays on it.
-        cfg = load_config(run.config, [*(overrides or []), 'loop.method="evokd-paper"'])
+    header = recorded_header(run)
+    if header is not None and (meant := recorded_name(cfg.loop.method, header.evokd_version)) != cfg.loop.method:
+        cfg = load_config(run.config, [*(overrides or []), f"loop.method={json.dumps(meant)}"])
     return cfg, run
 
 
-def recorded_before_default_loop(run: RunFolder) -> bool:
-    """Whether the run was recorded by evokd 0.1 (whose loop.method "evokd" is today's evokd-paper)."""
+def recorded_header(run: RunFolder) -> RunHeader | None:
+    """The header of the run's trace: which evokd recorded it."""
     if not run.trace.exists():
-        return False
-    header = next((r for r in read_trace(run.trace) if isinstance(r, RunHeader)), None)
-    return header is not None and header.evokd_version.startswith("0.1.")
+        return None
+    return next((r for r in read_trace(run.trace) if isinstance(r, RunHeader)), None)

@@ -1,6 +1,6 @@
 """The graph state: plain JSON data only, so LangGraph's SQLite checkpointer can persist it.
 
-Heavy objects (the student, the teacher client, the trace writer) live in the runtime `Context`;
+Heavy objects (the student, the teacher client, the callbacks) live in the runtime `Context`;
 the state names the student checkpoint to load instead of holding the model.
 """
 
@@ -22,17 +22,21 @@ class RunState(TypedDict, total=False):
     round: int
     # Every sample seen so far (seed, accepted, rejected) as SampleRecord dicts.
     samples: list[dict[str, Any]]
-    # The batch the next probe looks at, with the student's predictions before it trained on them.
+    # The latest accepted batch, with the student's predictions before it trained on them (the
+    # trainer's): what the next round's Analyst and Generator read.
     latest: list[dict[str, Any]]
+    # evokd-paper's and LLM2LLM's probe: samples the student got right and wrong.
     correct: list[dict[str, Any]]
     incorrect: list[dict[str, Any]]
-    # The Analyst and the Generator share this conversation within a round.
+    # evokd-paper: the Analyst and the Generator share this conversation within a round.
     conversation: list[dict[str, str]]
-    analysis: str
+    analysis: str  # the Analyst's text, as the trace and the report show it
     # The default evokd loop: the Analyst's latest diagnosis (reused by later rounds) and its round.
     diagnosis: list[str]
     analysed_round: int
-    candidates: list[dict[str, str]]
+    # The round's new texts before any check: {text, intent} and, when written for a label or with
+    # entities, "annotation" (a label, or an entity list for NER) and "label".
+    candidates: list[dict[str, Any]]
     batch: list[dict[str, Any]]
     # RoundMetrics dicts, one per finished round (round 0 included).
     history: list[dict[str, Any]]

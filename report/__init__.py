@@ -6,7 +6,7 @@ Jinja2 template `page.html.j2`. It imports only the bottom layer (`evokd.core`).
 
 from evokd.report.page import render, write_report
 from evokd.report.plots import grouped_bars
-from evokd.report.run import ReportError, Run, load_run, read_jsonl, reason_group, rejection_reasons
+from evokd.report.run import ReportError, Run, load_run, reason_group, rejection_reasons
 
-__all__ = ["ReportError", "Run", "grouped_bars", "load_run", "read_jsonl", "reason_group",
+__all__ = ["ReportError", "Run", "grouped_bars", "load_run", "reason_group",
            "rejection_reasons", "render", "write_report"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, Template
 
+from evokd.core.files import write_atomic
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import write_atomic
 from evokd.report.plots import plots
 from evokd.report.run import (
     Interval,

@@ -19,7 +19,17 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from evokd.core.bio import describe_entities
-from evokd.core.records import DevPredictions, EvalReport, NodeTurn, RoundMetrics, RunHeader, RunResult, SampleRecord
+from evokd.core.files import read_jsonl
+from evokd.core.records import (
+    DevPredictions,
+    EvalReport,
+    NodeTurn,
+    RoundMetrics,
+    RunHeader,
+    RunResult,
+    SampleRecord,
+    metric_name,
+)
 from evokd.core.runfolder import RunFolder, describe_budget, describe_teacher
 from evokd.core.trace import TraceError, read_trace
 
@@ -80,7 +90,7 @@ class Run:
 
     @property
     def metric(self) -> str:
-        return "macro-F1" if self.task == "classification" else "micro-F1"
+        return metric_name(self.task)
 
     @property
     def method(self) -> str:
@@ -132,10 +142,10 @@ def load_run(run_dir: Path) -> Run:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{run_dir}: no such run folder")
     folder = RunFolder(run_dir)
-    rounds = sorted(read_jsonl(folder.metrics, RoundMetrics), key=lambda m: m.round)
+    rounds = sorted(read_jsonl(folder.metrics, RoundMetrics, error=ReportError), key=lambda m: m.round)
     if not rounds:
         raise ReportError(f"{folder.metrics}: no finished round yet")
-    samples = read_jsonl(folder.samples, SampleRecord)
+    samples = read_jsonl(folder.samples, SampleRecord, error=ReportError)
     result = read_result(folder.result) if folder.result.is_file() else None
     header, analyses = read_trace_parts(folder.trace)
     config = header.config if header is not None else read_config(folder.config)
@@ -238,20 +248,6 @@ def f1_intervals(run: Run) -> tuple[dict[int, Interval], str]:
     return ({m.round: normal_interval(m.f1, n) for m in run.rounds},
             f"approximate 95% interval F1 &plusmn; 1.96&middot;&radic;(F1(1&minus;F1)/n) with n = {n} dev "
             f"{unit} (this run stored no per-example dev predictions to bootstrap from)")
-
-
-def read_jsonl(path: Path, model: type[M]) -> list[M]:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(model.model_validate_json(line))
-        except ValidationError as exc:
-            raise ReportError(f"{path}:{number}: not a {model.__name__}: {exc}") from exc
-    return rows
 
 
 def read_result(path: Path) -> RunResult:

@@ -11,11 +11,11 @@ import csv
 import json
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from evokd.config import TaskConfig
 from evokd.core.bio import bio_from_spans, normalise_bio, split_tag
+from evokd.core.files import decoding, read_text
 from evokd.core.records import Sample
 from evokd.core.text import token_offsets, tokenize
 
@@ -34,15 +34,6 @@ class DataError(Exception):
 def _require_file(path: Path) -> None:
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-
-
-@contextmanager
-def _utf8(path: Path) -> Iterator[None]:
-    """Turn a decoding failure anywhere in the block into a DataError naming the file."""
-    try:
-        yield
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
 
 
 def _resolve_label(raw: object, task: TaskConfig, where: str) -> str:
@@ -108,7 +99,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
 
 def _json_list(path: Path) -> list[dict[str, object]]:
     try:
-        records = json.loads(path.read_text(encoding="utf-8-sig"))
+        records = json.loads(read_text(path, DataError))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
@@ -124,7 +115,7 @@ def read_classification(path: Path, task: TaskConfig) -> list[Sample]:
     path = Path(path)
     _require_file(path)
     suffix = path.suffix.lower()
-    with _utf8(path):
+    with decoding(path, DataError):
         if suffix == ".jsonl":
             return [_classification_sample(record, task, f"{path}:{number}")
                     for number, record in _json_lines(path)]
@@ -251,7 +242,7 @@ def read_ner(path: Path, task: TaskConfig) -> list[Sample]:
     path = Path(path)
     _require_file(path)
     suffix = path.suffix.lower()
-    with _utf8(path):
+    with decoding(path, DataError):
         if suffix == ".json":
             return [_ner_record(record, task, f"{path}: sentence {index}")
                     for index, record in enumerate(_json_list(path))]

@@ -30,12 +30,14 @@ from typing import Any
 import torch
 
 from evokd.config import RunConfig
+from evokd.core.records import Prediction
 
 from .data import Sample
 from .loading import replace_dir
-from .model import Prediction, Student, load_student
+from .model import Student, load_student
 from .onnx_predict import META_FILE, MODEL_FILE, ExportError, is_export, load_exported
 from .predictor import Item
+from .torch_predict import TorchBackend
 
 # Agreement with the PyTorch student the self-check asks for, by quantization.
 MIN_AGREEMENT = {None: 0.99, "int8": 0.98}
@@ -117,7 +119,7 @@ INT8_STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def _quantize_int8(source: Path, target: Path, keep_fp32: tuple[str, ...]) -> int:
     """Dynamic int8 quantization of `source` into `target`; returns how many MatMuls stay fp32."""
-    import onnx
+    import onnx  # the onnx extra, only for --quantize int8
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(source), load_external_data=False).graph
@@ -139,6 +141,7 @@ def self_check(student: Student, directory: Path, dev: list[Sample], quantize: s
     ONNX model in `directory`; compare."""
     reference = student.predict(dev) if reference is None else reference
     predictor, _ = load_exported(directory)
+    pairs: list[tuple[Any, Any, Any]]  # (PyTorch's, ONNX's, gold) label or tag
     if student.task.type == "ner":
         items = [Item.from_tokens(s.tokens or [], f"dev {i}") for i, s in enumerate(dev)]
         ours = [r.tags or [] for r in predictor.predict(items)]
@@ -146,8 +149,8 @@ def self_check(student: Student, directory: Path, dev: list[Sample], quantize: s
         gold = [s.tags or [] for s in dev]
         pairs = [(a, b, g) for x, y, z in zip(theirs, ours, gold, strict=True) for a, b, g in zip(x, y, z, strict=True)]
     else:
-        ours = [r.label for r in predictor.predict([Item(text=s.text) for s in dev])]
-        pairs = [(p.label, o, s.label) for p, o, s in zip(reference, ours, dev, strict=True)]
+        labels = [r.label for r in predictor.predict([Item(text=s.text) for s in dev])]
+        pairs = [(p.label, o, s.label) for p, o, s in zip(reference, labels, dev, strict=True)]
     n = len(pairs)
     agreeing = sum(a == b for a, b, _ in pairs)
     required = MIN_AGREEMENT[quantize]
@@ -238,8 +241,6 @@ def export_student(student_dir: Path, cfg: RunConfig, dev: list[Sample], out_dir
     staging = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     staging.mkdir()
     try:
-        from .torch_predict import TorchBackend
-
         input_names = TorchBackend(model).input_names
         say("exporting to ONNX")
         fp32 = staging / ("model.fp32.onnx" if quantize else MODEL_FILE)

@@ -14,10 +14,9 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Self
 
 import torch
-from pydantic import BaseModel
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -28,9 +27,9 @@ from transformers import (
 
 from evokd.config import StudentConfig, TaskConfig
 from evokd.core.bio import normalise_bio
-from evokd.core.records import Sample
+from evokd.core.files import normal_mode
+from evokd.core.records import Prediction, Sample
 from evokd.core.text import tokenize
-from evokd.core.trace import normal_mode
 
 from .loading import quiet_transformers, replace_dir, resolve_model_path, seeded
 from .metrics import (
@@ -41,6 +40,7 @@ from .metrics import (
     ner_predictions,
     ner_report,
 )
+from .protocol import FitResult, Student
 
 _PREDICT_BATCH = 32
 _MAX_GRAD_NORM = 1.0
@@ -61,43 +61,6 @@ def rate_factor(cfg: StudentConfig, total: int) -> Callable[[int], float]:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
-
-
-class FitResult(BaseModel):
-    # Mean training loss over the last epoch (dropout on): a cheap signal of how well the data is fit.
-    loss: float
-    steps: int
-    seconds: float
-
-
-class Prediction(BaseModel):
-    label: str | None = None
-    probs: dict[str, float] | None = None
-    tags: list[str] | None = None
-
-
-class Student(Protocol):
-    """What the loop needs from a student, whatever the task."""
-
-    task: TaskConfig
-    cfg: StudentConfig
-
-    def fit(
-        self,
-        samples: list[Sample],
-        *,
-        epochs: int,
-        seed: int,
-        on_step: Callable[[int, int], None] | None = None,
-    ) -> FitResult: ...
-
-    def predict(self, samples: list[Sample]) -> list[Prediction]: ...
-
-    def evaluate(self, samples: list[Sample]) -> EvalReport: ...
-
-    def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]: ...
-
-    def save(self, directory: Path) -> None: ...
 
 
 class _EncoderStudent(ABC):

@@ -15,14 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+from evokd.core.files import read_text
 
 from .data import DataError
 from .predictor import Item, Result
@@ -170,12 +170,7 @@ def read_inputs(source: Path | None, *, task_type: str, text_column: str = "text
         raise DataError(f"unknown input format {input_format!r}; one of {', '.join(INPUT_FORMATS)}")
     if source is not None and str(source) != "-":
         path = Path(source)
-        if not path.is_file():
-            raise DataError(f"{path}: file not found")
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+        text = read_text(path, DataError)
         name: str = str(path)
     else:
         path, name = None, "<stdin>"
@@ -264,17 +259,3 @@ def render(results: list[Result], fmt: str) -> str:
             row = {**row, "entities": json.dumps(row["entities"], ensure_ascii=False)}
         writer.writerow(row)
     return buffer.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,7 +27,8 @@ DEFAULT_BATCH = 32
 class Backend(Protocol):
     """Logits `[batch, classes]` (classification) or `[batch, tokens, tags]` (NER) for padded inputs."""
 
-    input_names: Sequence[str]
+    @property
+    def input_names(self) -> Sequence[str]: ...
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from teachers import SentimentTeacher  # noqa: F401  (re-exported for the tests)
+from tiny_student import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -23,28 +24,8 @@ def default_sigint() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer, 32-wide BERT with MiniLM's tokenizer: a real transformers model that trains in
-    a blink, so graph tests exercise the real student code without the cost of the real weights."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from evokd.student.model import resolve_model_path
-
-    out = tmp_path_factory.mktemp("tiny-bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("default"))
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    """A 2-layer, 32-wide BERT with MiniLM's tokenizer (tests/tiny_student.py)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def write_config(tmp_path: Path, model_dir: Path, **loop: object) -> Path:

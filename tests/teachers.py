@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from typing import ClassVar
 
 POSITIVE = re.compile(r"\b(good|great|love|loved|superb|delight)", re.I)
 GAZETTEER = {"Maria Lopez": "PER", "Oslo": "LOC", "Nordic Bank": "ORG", "Olympics": "MISC", "Tom Reed": "PER"}
@@ -200,3 +201,116 @@ class NerTeacher(ScriptedTeacher):
                 entities.append({"text": "Ghost Corporation", "type": "ORG"})  # not in the text
             sentences[str(len(sentences) + 1)] = entities
         return json.dumps(sentences)
+
+
+class FixtureTeacher(ScriptedTeacher):
+    """The teacher of the recorded method fixtures (tests/fixtures/methods/): every schema any method
+    asks for, and a reply that depends only on the request and on how often that same request was
+    asked before, so a resumed run (which re-asks only what its trace lacks) gets the replies the
+    uninterrupted run got. Sentiment words make the keyword Verifier disagree now and then."""
+
+    HARD: ClassVar[list[str]] = [
+        "Not a good film at all, {t}.", "A great waste of an evening, {t}.", "I loved nothing about it, {t}.",
+        "Sadly the superb cast could not save it, {t}."]
+    EASY: ClassVar[dict[str, list[str]]] = {
+        "positive": ["A superb delight from start to end, {t}.", "Great fun and a lovely cast, {t}."],
+        "negative": ["Awful and boring from the first scene, {t}.", "Dull plot and weak acting, {t}."]}
+    NER_SENTENCES: ClassVar[list[tuple[str, list[tuple[str, str]]]]] = [
+        ("Maria Lopez visited Oslo in spring {t} .", [("Maria Lopez", "PER"), ("Oslo", "LOC")]),
+        ("Nordic Bank hired Tom Reed in week {t} .", [("Nordic Bank", "ORG"), ("Tom Reed", "PER")]),
+        ("Tom Reed ran at the Olympics in year {t} .", [("Tom Reed", "PER"), ("Olympics", "MISC")]),
+        ("Nordic Bank opened in Oslo on day {t} .", [("Nordic Bank", "LOC"), ("Oslo", "LOC")]),
+    ]
+
+    def __init__(self) -> None:
+        self.asked: dict[str, int] = {}
+
+    def __call__(self, messages: list, schema: str | None = None) -> str | Exception:
+        import hashlib
+
+        blob = json.dumps([str(m.content) for m in messages])
+        key = hashlib.sha256(blob.encode()).hexdigest()
+        self.asked[key] = self.asked.get(key, 0) + 1
+        self.tag = f"{key[:4]}{self.asked[key]}"
+        return super().__call__(messages, schema)
+
+    def _sentiment(self, text: str) -> str:
+        return "positive" if POSITIVE.search(text) and not re.search(r"\b(Not|nothing|waste|Sadly)\b", text) \
+            else "negative"
+
+    def analyst_reply(self, messages: list) -> str:
+        return json.dumps({"summary": f"struggles with negated praise ({self.tag})"})
+
+    def diagnosis_reply(self, messages: list) -> str:
+        return json.dumps({"weaknesses": ["negated praise", f"sarcasm {self.tag}"]})
+
+    def generator_reply(self, messages: list) -> str:
+        t = self.tag
+        return json.dumps({"hard": [self.HARD[0].format(t=t), self.HARD[3].format(t=t)],
+                           "easy": [self.EASY["positive"][0].format(t=t), self.EASY["negative"][1].format(t=t)]})
+
+    def labelled_generator_reply(self, messages: list) -> str:
+        t = self.tag
+        if "named entities" in str(messages[-1].content):
+            items = [{"text": s.format(t=t), "entities": [{"text": e, "type": k} for e, k in ents]}
+                     for s, ents in self.NER_SENTENCES[:3]]
+            return json.dumps({"hard": items[:2], "easy": items[2:]})
+        hard = [{"text": self.HARD[1].format(t=t), "label": "negative"},
+                {"text": self.HARD[2].format(t=t), "label": "positive"}]  # mislabelled: kept, as no one checks
+        easy = [{"text": self.EASY["positive"][1].format(t=t), "label": "positive"},
+                {"text": self.EASY["negative"][0].format(t=t), "label": "mixed"}]  # outside the label set
+        return json.dumps({"hard": hard, "easy": easy})
+
+    def targeted_reply(self, messages: list) -> str:
+        hard, easy = reply_keys(messages)
+        t = self.tag
+        if "named entities" in str(messages[-1].content):
+            kind = easy.removeprefix("plain_")
+            mine = [(s, ents) for s, ents in self.NER_SENTENCES if any(k == kind for _, k in ents)] \
+                or self.NER_SENTENCES[:1]
+            items = [{"text": s.format(t=f"{t}{i}"), "entities": [{"text": e, "type": k} for e, k in ents]}
+                     for i, (s, ents) in enumerate(mine * 2)]
+            return without_unasked({hard: items[:2], easy: items[2:3]})
+        label = easy.removeprefix("plain_")
+        if label == "positive":
+            return without_unasked({hard: [self.HARD[3].format(t=t), f"Loved every scene of it, {t}."],
+                                    easy: [s.format(t=t) for s in self.EASY["positive"]]})
+        return without_unasked({hard: [self.HARD[0].format(t=t), self.HARD[1].format(t=t)],
+                                easy: [s.format(t=t) for s in self.EASY["negative"]]})
+
+    def verifier_reply(self, messages: list) -> str:
+        texts = numbered_texts(messages)
+        return json.dumps({str(i): self._sentiment(text) for i, text in enumerate(texts, start=1)})
+
+    def ner_verifier_reply(self, messages: list) -> str:
+        out = {}
+        for i, text in enumerate(numbered_texts(messages), start=1):
+            out[str(i)] = [{"text": name, "type": kind} for name, kind in GAZETTEER.items() if name in text]
+        return json.dumps(out)
+
+    def texts_reply(self, messages: list) -> str:
+        """static (classification) and augment: texts of the label asked for, or paraphrases."""
+        last, t = str(messages[-1].content), self.tag
+        n = int(m.group(1)) if (m := re.search(r"(?:Write|into) (\d+) new", last)) else 1
+        if m := re.search(r'whose label is "(\w+)"', last):
+            texts = [s.format(t=f"{t}{i}") for i, s in enumerate(self.EASY[m.group(1)] * n)][:n]
+            return json.dumps({"texts": texts})
+        seed = re.search(r'^(?:Text: )?"(.*)"$', last, re.M).group(1)
+        texts = [f"{seed} , said the report {t}", f"Nothing much here {t} ."]
+        return json.dumps({"texts": texts[:max(n, 2)]})
+
+    def sentences_reply(self, messages: list) -> str:
+        """static for NER: sentences with their entities, one listing an entity not in its text."""
+        t = self.tag
+        return json.dumps({"sentences": [
+            {"text": f"Maria Lopez visited Oslo in month {t} .",
+             "entities": [{"text": "Maria Lopez", "type": "PER"}, {"text": "Oslo", "type": "LOC"}]},
+            {"text": f"Nordic Bank grew in year {t} .", "entities": [{"text": "Nordic Bank Group", "type": "ORG"}]},
+        ]})
+
+    def augmenter_reply(self, messages: list) -> str:
+        last, t = str(messages[-1].content), self.tag
+        text = re.search(r'Text: "(.*)"', last).group(1)
+        label = re.search(r"Label: (\w+)", last).group(1)
+        return json.dumps({"examples": [{"text": text.replace(".", "!") + " Really.", "label": label},
+                                        {"text": f"Another {label} story about a cabin, {t}.", "label": label}]})

@@ -68,7 +68,7 @@ def bad_toml(tmp: Path):
 def not_utf8(tmp: Path):
     path = tmp / "latin1.toml"
     path.write_bytes('name = "café"\n'.encode("latin-1"))
-    return [str(path)], f"error: {path}: not UTF-8 text (byte 11)"
+    return [str(path)], f"error: {path}: not UTF-8 text (byte 11: invalid continuation byte)"
 
 
 def unknown_key(tmp: Path):

@@ -11,11 +11,14 @@ import pytest
 from conftest import SentimentTeacher, write_config
 from teachers import GAZETTEER, NerTeacher, ScriptedTeacher
 from test_ner_graph import ner_config
+from typer.testing import CliRunner
 
 from evokd.agents.scripted import ScriptedChatModel
+from evokd.cli import app
 from evokd.config import ConfigError, load_config
 from evokd.core.records import LLMCall, NodeTurn
 from evokd.core.trace import read_trace
+from evokd.graph.prepare import method_of
 from evokd.graph.replay import rerun
 from evokd.graph.runner import execute
 
@@ -206,10 +209,28 @@ def test_analyst_with_correct_samples_is_unchanged(tmp_path: Path, tiny_model_di
 
 
 def test_llm2llm_is_classification_only(tmp_path: Path, tiny_model_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="llm2llm"):
-        load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="llm2llm"'])
+    path = ner_config(tmp_path, tiny_model_dir)
+    with pytest.raises(ConfigError) as info:
+        method_of(load_config(path, ['loop.method="llm2llm"']))
+    assert str(info.value) == (f'{path}: loop.method (--set loop.method="llm2llm"): loop.method = "llm2llm" '
+                               'supports task.type = "classification" only')
 
 
-def test_separate_verifier_switch_is_for_evokd_only(tmp_path: Path, tiny_model_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="separate_verifier"):
-        load_config(write_config(tmp_path, tiny_model_dir), ['loop.method="static"', "loop.separate_verifier=false"])
+def test_separate_verifier_switch_is_for_evokd_paper_only(tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_config(tmp_path, tiny_model_dir, method="static", separate_verifier=False)
+    with pytest.raises(ConfigError) as info:
+        method_of(load_config(path))
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("separate_verifier"))
+    assert str(info.value) == (f'{path}:{line}: loop.separate_verifier: loop.separate_verifier = false applies to '
+                               'loop.method = "evokd-paper" only')
+
+
+def test_a_method_name_not_in_the_registry_is_a_one_line_error_before_anything_runs(
+        tmp_path: Path, tiny_model_dir: Path) -> None:
+    path = write_config(tmp_path, tiny_model_dir, method="evkd")
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("method"))
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (f"error: {path}:{line}: loop.method: unknown method 'evkd'; one of static, "
+                                     "augment, evokd, evokd-paper, llm2llm")
+    assert not (tmp_path / "runs").exists()

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from evokd.agents.llm import Budget, BudgetExhausted, Teacher
+from evokd.agents.client import Budget, BudgetExhausted, TeacherClient
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import LLMConfig
 
@@ -22,7 +22,7 @@ class Reply(BaseModel):
        max_tokens=st.integers(min_value=1, max_value=3000))
 def test_token_budget_exceeded_by_at_most_one_call(lengths: list[int], max_tokens: int) -> None:
     replies = iter(json.dumps({"summary": " ".join(["w"] * n)}) for n in lengths)
-    teacher = Teacher(ScriptedChatModel(script=lambda messages: next(replies)), LLMConfig(),
+    teacher = TeacherClient(ScriptedChatModel(script=lambda messages: next(replies)), LLMConfig(),
                       mode="none", budget=Budget(max_tokens=max_tokens))
     costs: list[int] = []
     try:
@@ -42,7 +42,7 @@ def test_token_budget_exceeded_by_at_most_one_call(lengths: list[int], max_token
 def test_cost_budget_exceeded_by_at_most_one_call(lengths: list[int], max_cost: float) -> None:
     replies = iter(json.dumps({"summary": " ".join(["w"] * n)}) for n in lengths)
     budget = Budget(max_cost=max_cost, price_in_per_1k=0.5, price_out_per_1k=2.0)
-    teacher = Teacher(ScriptedChatModel(script=lambda messages: next(replies)), LLMConfig(), mode="none",
+    teacher = TeacherClient(ScriptedChatModel(script=lambda messages: next(replies)), LLMConfig(), mode="none",
                       budget=budget)
     last = 0.0
     try:

@@ -13,13 +13,13 @@ from conftest import SentimentTeacher, write_config
 from teachers import NerTeacher
 from test_ner_graph import ner_config
 
-from evokd.agents.llm import Teacher
+from evokd.agents.client import TeacherClient
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
 from evokd.core.records import LLMCall
 from evokd.core.trace import read_trace
-from evokd.graph.nodes_llm import diagnosis, hardest, near_duplicates
+from evokd.graph.methods.evokd import analyst, hardest, near_duplicates
 from evokd.graph.runner import execute
 
 
@@ -91,7 +91,7 @@ def test_hard_texts_only_where_the_student_erred(tmp_path: Path, tiny_model_dir:
 
 
 def runtime_for(cfg, script) -> SimpleNamespace:
-    teacher = Teacher(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
+    teacher = TeacherClient(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
     return SimpleNamespace(context=SimpleNamespace(cfg=cfg, teacher=teacher, prompts=PromptSet("classification")))
 
 
@@ -108,17 +108,17 @@ def test_analyst_reads_mistakes_before_and_scores_after_training(tmp_path: Path,
     right = {"text": "A lovely film.", "label": "positive", "predicted": "positive", "intent": "easy"}
     history = [{"dev": {"f1": 0.5, "per_class": {"negative": {"f1": 0.7}, "positive": {"f1": 0.3}},
                         "confused_pairs": [{"gold": "positive", "predicted": "negative", "count": 9}]}}]
-    update = diagnosis({"round": 2, "latest": [wrong, right], "history": history}, runtime)
+    update = analyst({"round": 2, "latest": [wrong, right], "history": history}, runtime)
     assert update["diagnosis"] == ["double negation", "irony", "long texts"] and update["analysed_round"] == 2
     prompt = asked[-1]
     assert "Before its latest training step it was shown 2 new texts" in prompt
     assert '"Not bad at all, honestly."' in prompt and "A lovely film" not in prompt
     assert "After training on them, on held-out data its F1 per label is negative 0.70, positive 0.30" in prompt
     # The next round reuses the diagnosis (every 2 rounds); a batch without mistakes asks nothing.
-    assert diagnosis({"round": 3, "latest": [wrong], "analysed_round": 2, "history": history}, runtime) == {}
-    assert diagnosis({"round": 4, "latest": [right], "analysed_round": 2, "history": history}, runtime) == {}
+    assert analyst({"round": 3, "latest": [wrong], "analysed_round": 2, "history": history}, runtime) == {}
+    assert analyst({"round": 4, "latest": [right], "analysed_round": 2, "history": history}, runtime) == {}
     assert len(asked) == 1
-    assert diagnosis({"round": 4, "latest": [wrong], "analysed_round": 2, "history": history}, runtime)["diagnosis"]
+    assert analyst({"round": 4, "latest": [wrong], "analysed_round": 2, "history": history}, runtime)["diagnosis"]
     assert len(asked) == 2
 
 

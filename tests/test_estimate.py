@@ -48,7 +48,8 @@ def test_dry_run_writes_nothing_and_prints_the_estimate(tmp_path: Path, tiny_mod
 def test_estimate_is_within_30_percent_of_a_scripted_run(tmp_path: Path, tiny_model_dir: Path, loop: dict) -> None:
     cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=2, **loop))
     prepared = prepare(cfg)
-    est = estimate(cfg, prepared.data, prepared.prompts, count=words, replies=SCRIPTED_REPLIES, message_overhead=0)
+    est = estimate(cfg, prepared.data, prepared.prompts, prepared.method, count=words, replies=SCRIPTED_REPLIES,
+                   message_overhead=0)
     result = execute(cfg, prepared=prepared, chat_model=ScriptedChatModel(script=BenchLikeTeacher()))
     usage, history = result.state["usage"], result.state["history"]
     spent = usage["tokens_in"] + usage["tokens_out"]
@@ -58,7 +59,7 @@ def test_estimate_is_within_30_percent_of_a_scripted_run(tmp_path: Path, tiny_mo
     # The prompts alone (rendered on the seed data, no reply model involved) are within 30 % too.
     assert abs(est.rounds * est.round_in - usage["tokens_in"]) <= 0.3 * usage["tokens_in"]
     # The next estimate knows the teacher's speed from this run.
-    again = estimate(cfg, prepared.data, prepared.prompts)
+    again = estimate(cfg, prepared.data, prepared.prompts, prepared.method)
     assert again.teacher_minutes is not None and result.run.root.name in again.speed_source
     # summary.md puts the estimate beside what was spent.
     summary = result.run.summary.read_text()
@@ -68,14 +69,14 @@ def test_estimate_is_within_30_percent_of_a_scripted_run(tmp_path: Path, tiny_mo
 def test_budget_limits_the_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=10))
     prepared = prepare(cfg)
-    per_round = estimate(cfg, prepared.data, prepared.prompts)
+    per_round = estimate(cfg, prepared.data, prepared.prompts, prepared.method)
     per_round = per_round.round_in + per_round.round_out
     capped = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=10, max_tokens=3 * per_round + 1))
-    est = estimate(capped, prepared.data, prepared.prompts)
+    est = estimate(capped, prepared.data, prepared.prompts, prepared.method)
     assert (est.rounds, est.limit) == (3, "max_tokens")
     money = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=10, max_cost=0.01,
                                      price_in_per_1k=1.0, price_out_per_1k=1.0))
-    assert estimate(money, prepared.data, prepared.prompts).limit == "max_cost"
+    assert estimate(money, prepared.data, prepared.prompts, prepared.method).limit == "max_cost"
     assert measured_speed(cfg) is None  # no earlier run in runs_dir
 
 
@@ -94,7 +95,7 @@ def test_estimate_of_the_default_loop(tmp_path: Path, tiny_model_dir: Path) -> N
     cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=5, n_hard=2, n_easy=2,
                                    hard_from_errors=True))
     prepared = prepare(cfg)
-    est = estimate(cfg, prepared.data, prepared.prompts, speed=False)
+    est = estimate(cfg, prepared.data, prepared.prompts, prepared.method, speed=False)
     nodes = {c.node: c for c in est.calls}
     # One Generator call per label; the Verifier labels the 2 x 2 hard texts in one batch from round 2
     # on (round 1 has no wrong texts to vary, so no hard ones): 4 of 5 rounds; the Analyst runs in 2
@@ -104,5 +105,5 @@ def test_estimate_of_the_default_loop(tmp_path: Path, tiny_model_dir: Path) -> N
     assert "analyst: 0.4 x" in "\n".join(est.lines())
     every_round = estimate(load_config(write_config(tmp_path / "always", tiny_model_dir, method="evokd", max_rounds=5,
                                                     n_hard=2, n_easy=2)),
-                           prepared.data, prepared.prompts, speed=False)
+                           prepared.data, prepared.prompts, prepared.method, speed=False)
     assert {c.node: c.calls for c in every_round.calls}["verifier"] == 1

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime", reason="the export needs the onnx extra: pip install -e '.[onnx]'")
 
 from evokd.cli import app
-from evokd.shipping import export_onnx
+from evokd.export import export_onnx
 from evokd.student import export as export_module
 from evokd.student.onnx_predict import ExportError, load_exported
 from evokd.student.predictor import Item

@@ -10,11 +10,12 @@ import pytest
 from conftest import write_config
 from teachers import ScriptedTeacher
 
-from evokd.agents.augmenter import near_duplicate, rouge_l
+from evokd.agents.llm2llm import near_duplicate, rouge_l
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import ConfigError, load_config
 from evokd.core.records import LLMCall, NodeTurn, RunHeader
 from evokd.core.trace import read_trace
+from evokd.graph.prepare import method_of
 from evokd.graph.runner import execute
 
 FRESH = ["quiet lakeside cabin with creaky floors", "bustling market stall selling spicy noodles",
@@ -87,5 +88,8 @@ def test_llm2llm_is_classification_only(tmp_path: Path, tiny_model_dir: Path) ->
     config = tmp_path / "ner.toml"
     config.write_text('[task]\ntype = "ner"\nlabels = ["PER", "LOC"]\n[data]\nseed = "s.jsonl"\ndev = "d.jsonl"\n'
                       '[loop]\nmethod = "llm2llm"\n')
-    with pytest.raises(ConfigError, match="llm2llm"):
-        load_config(config)
+    # The pre-flight (the method's own rules) names the line that set the method.
+    with pytest.raises(ConfigError) as info:
+        method_of(load_config(config))
+    assert str(info.value) == f'{config}:8: loop.method: loop.method = "llm2llm" supports task.type = ' \
+                              '"classification" only'

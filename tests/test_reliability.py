@@ -25,15 +25,18 @@ from pydantic import BaseModel, ValidationError
 from evokd.agents import generator as generator_agent
 from evokd.agents import verifier as verifier_agent
 from evokd.agents.analyst import AnalystReply
-from evokd.agents.llm import StructuredOutputError, Teacher, TeacherUnreachable, parse_reply
+from evokd.agents.client import StructuredOutputError, TeacherClient, TeacherUnreachable, parse_reply
 from evokd.agents.prompts import PromptSet
 from evokd.agents.scripted import ScriptedChatModel
-from evokd.config import LLMConfig, load_config
+from evokd.config import LLMConfig, RunConfig, load_config
+from evokd.core.files import write_atomic, write_jsonl_atomic
 from evokd.core.records import LLMCall, NodeTurn, RunHeader
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import TraceWriter, read_trace, write_atomic, write_jsonl_atomic
-from evokd.graph import nodes_llm
+from evokd.core.trace import TraceWriter, read_trace
+from evokd.graph.callbacks import CallbackList, TraceCallback
 from evokd.graph.context import Context, StudentHolder
+from evokd.graph.methods import METHODS
+from evokd.graph.methods import evokd_paper as paper_nodes
 from evokd.graph.prepare import load_task_data
 from evokd.graph.runner import execute
 from evokd.teacher import TeacherServer, free_port, is_healthy
@@ -110,7 +113,7 @@ def validates(reply: str, schema: type[BaseModel]) -> bool:
 def scripted_teacher(replies, cfg: LLMConfig, sleeps: list[float] | None = None, on_call=None):
     queue = list(replies)
     chat = ScriptedChatModel(script=lambda messages: queue.pop(0) if len(queue) > 1 else queue[0])
-    teacher = Teacher(chat, cfg, mode="none", base_url="http://teacher.test/v1", on_call=on_call,
+    teacher = TeacherClient(chat, cfg, mode="none", base_url="http://teacher.test/v1", on_call=on_call,
                       sleep=(sleeps.append if sleeps is not None else lambda s: None))
     return teacher, chat
 
@@ -195,9 +198,10 @@ def node_runtime(env: SimpleNamespace, script, cfg=None) -> tuple[SimpleNamespac
         calls.append(call)
         env.trace.write(call)
 
-    teacher = Teacher(chat, cfg.llm, mode="none", base_url="scripted", on_call=on_call, sleep=lambda s: None)
+    teacher = TeacherClient(chat, cfg.llm, mode="none", base_url="scripted", on_call=on_call, sleep=lambda s: None)
     ctx = Context(cfg=cfg, run=env.run, teacher=teacher, prompts=env.prompts, data=env.data,
-                  holder=StudentHolder(cfg), trace=env.trace)
+                  holder=StudentHolder(cfg), method=METHODS[cfg.loop.method],
+                  callbacks=CallbackList([TraceCallback(env.trace)]))
     return SimpleNamespace(context=ctx), chat, calls
 
 
@@ -216,7 +220,7 @@ THREE = ["Not a good film, take one.", "A great and superb delight.", "Awful and
 @example(reply=json.dumps({"1": "mixed", "2": "POSITIVE", "3": "x" * 10_000})).via("labels outside the set")
 def test_verifier_node_survives_any_reply(node_env: SimpleNamespace, reply: str) -> None:
     runtime, chat, calls = node_runtime(node_env, lambda messages: reply)
-    out = nodes_llm.verifier({"round": 1, "candidates": candidates(*THREE), "samples": []}, runtime)
+    out = paper_nodes.verifier({"round": 1, "candidates": candidates(*THREE), "samples": []}, runtime)
     batch = out["batch"]
     assert [r["text"] for r in batch] == THREE
     schema = verifier_schema(3)
@@ -234,14 +238,14 @@ def test_verifier_node_survives_any_reply(node_env: SimpleNamespace, reply: str)
         assert len(chat.requests) == 2
         assert all(not r["accepted"] and r["reason"].startswith("verifier reply invalid: ") for r in batch)
     assert all(r["accepted"] or r["reason"] for r in batch)
-    assert out["usage"]["calls"] == len(calls) == len(chat.requests)
+    assert len(out["calls"]) == len(calls) == len(chat.requests)
 
 
 def test_long_texts_are_rejected_before_labelling(node_env: SimpleNamespace) -> None:
     long_text = "word " * 2_000  # 10,000 characters
     runtime, chat, _ = node_runtime(node_env, lambda messages: json.dumps({"1": "negative"}))
     state = {"round": 1, "candidates": candidates(long_text, "Boring."), "samples": []}
-    batch = nodes_llm.verifier(state, runtime)["batch"]
+    batch = paper_nodes.verifier(state, runtime)["batch"]
     assert batch[0]["reason"] == "text longer than 400 characters" and not batch[0]["accepted"]
     assert batch[1]["accepted"] and batch[1]["label"] == "negative"
     # No tokens spent on it: the one Verifier request lists only the short text.
@@ -253,7 +257,7 @@ def test_long_texts_are_rejected_before_labelling(node_env: SimpleNamespace) -> 
 @given(reply=GARBAGE)
 def test_generator_node_survives_any_reply(node_env: SimpleNamespace, reply: str) -> None:
     runtime, chat, _ = node_runtime(node_env, lambda messages: reply)
-    out = nodes_llm.generator({"round": 1, "conversation": []}, runtime)
+    out = paper_nodes.generator({"round": 1, "conversation": []}, runtime)
     loop, llm = node_env.cfg.loop, node_env.cfg.llm
     assert len(out["candidates"]) <= loop.n_hard + loop.n_easy
     assert all(isinstance(c["text"], str) and c["text"] and "\n" not in c["text"] for c in out["candidates"])
@@ -267,7 +271,7 @@ def test_short_generator_reply_is_topped_up_once(node_env: SimpleNamespace) -> N
     replies = iter([json.dumps({"hard": ["Only one hard text."], "easy": []}),
                     json.dumps({"hard": ["Second hard text."], "easy": ["One easy text."]})])
     runtime, chat, calls = node_runtime(node_env, lambda messages: next(replies))
-    out = nodes_llm.generator({"round": 1, "conversation": []}, runtime)
+    out = paper_nodes.generator({"round": 1, "conversation": []}, runtime)
     assert [c["text"] for c in out["candidates"]] == ["Only one hard text.", "Second hard text.", "One easy text."]
     assert [c.node for c in calls] == ["generator", "generator-top-up"]  # max_top_ups = 1: no third ask
     top_up = chat.requests[1][-1].content
@@ -365,7 +369,7 @@ def test_injected_newline_cannot_forge_an_item(node_env: SimpleNamespace) -> Non
     runtime, chat, _ = node_runtime(node_env, lambda messages: json.dumps(
         {"1": "negative", "2": "positive", "3": "negative", "4": "positive", "5": "positive"}))
     state = {"round": 1, "candidates": candidates(THREE[0], INJECTION, *THREE[1:]), "samples": []}
-    batch = nodes_llm.verifier(state, runtime)["batch"]
+    batch = paper_nodes.verifier(state, runtime)["batch"]
     (request,) = chat.requests
     system, user = str(request[0].content), str(request[-1].content)
     assert "never follow instructions" in system and "data" in system
@@ -415,11 +419,11 @@ def transport_teacher(failures: list[Exception], max_retries: int = 4, backoff: 
     queue = [*failures, VALID["analyst"]]
     chat = ScriptedChatModel(script=lambda messages: queue.pop(0))
     cfg = LLMConfig(max_retries=max_retries, backoff_seconds=backoff)
-    teacher = Teacher(chat, cfg, mode="none", base_url="http://teacher.test/v1", sleep=sleeps.append)
+    teacher = TeacherClient(chat, cfg, mode="none", base_url="http://teacher.test/v1", sleep=sleeps.append)
     return teacher, chat, sleeps
 
 
-def ask(teacher: Teacher):
+def ask(teacher: TeacherClient):
     return teacher.ask([{"role": "user", "content": "go"}], AnalystReply, round=1, node="analyst")
 
 
@@ -507,7 +511,7 @@ def test_resume_serves_the_interrupted_nodes_recorded_calls(tmp_path: Path, tiny
     assert texts[0] == "Not a good film, first take." and len(texts) == 4
 
 
-def cut_checkpoints_after(run: RunFolder, node: str, round: int) -> None:
+def cut_checkpoints_after(run: RunFolder, cfg: RunConfig, node: str, round: int) -> None:
     """Make the checkpoint DB look like a kill -9 right after `node` of `round` ended: its writes
     are saved, the checkpoint that should follow them is not (found by kill -9 at random points)."""
     import sqlite3
@@ -518,7 +522,7 @@ def cut_checkpoints_after(run: RunFolder, node: str, round: int) -> None:
     from evokd.graph.runner import THREAD
 
     with sqlite3.connect(run.checkpoints_db) as conn:
-        graph = build_graph().compile(checkpointer=SqliteSaver(conn))
+        graph = build_graph(METHODS[cfg.loop.method], cfg.loop).compile(checkpointer=SqliteSaver(conn))
         (before,) = [s for s in graph.get_state_history(THREAD)
                      if s.next == (node,) and s.values.get("round") == round]
         keep = before.config["configurable"]["checkpoint_id"]
@@ -549,7 +553,7 @@ def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, t
         execute(cfg, run=run, chat_model=ScriptedChatModel(script=SentimentTeacher()))
     monkeypatch.setattr(_EncoderStudent, "fit", fit)
     first_history = read_jsonl(run.metrics)
-    cut_checkpoints_after(run, "verifier", 2)
+    cut_checkpoints_after(run, cfg, "verifier", 2)
     chat = ScriptedChatModel(script=SentimentTeacher())
     result = execute(cfg, run=run, resume=True, chat_model=chat)
     # The run goes on from the saved writes: the Verifier is not asked again, round 2 is trained.
@@ -810,7 +814,7 @@ def test_each_request_carries_a_seed_of_its_own() -> None:
     # makes a run's replies independent of what the same server answered before.
     def seeds(cfg: LLMConfig, run_seed: int, asks: list[tuple[str, int]]) -> list[object]:
         model = KwargsChatModel()
-        teacher = Teacher(model, cfg, mode="none", run_seed=run_seed)
+        teacher = TeacherClient(model, cfg, mode="none", run_seed=run_seed)
         for text, round in asks:
             teacher.ask([{"role": "user", "content": text}], AnalystReply, round=round, node="analyst")
         return [kwargs.get("seed") for kwargs in model.sent]

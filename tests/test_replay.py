@@ -29,9 +29,20 @@ def test_rerun_reproduces_every_round(original, tmp_path: Path) -> None:
     assert [d.round for d in diffs] == [0, 1, 2]
     assert all(d.same for d in diffs), diffs
     calls = [r for r in read_trace(result.run.trace) if isinstance(r, LLMCall)]
-    assert calls and all(c.from_record for c in calls)
-    # Recorded replies cost nothing the second time.
-    assert result.state["usage"].get("tokens_in", 0) == 0
+    assert calls and all(c.from_record for c in calls)  # no live teacher was asked
+    # The rerun counts what the run spent, so a token budget would stop it where it stopped the run.
+    original_usage = json.loads((original.root / "result.json").read_text())
+    assert result.state["usage"]["tokens_in"] == original_usage["tokens_in"] > 0
+    assert result.state["usage"]["tokens_out"] == original_usage["tokens_out"]
+
+
+def test_rerun_of_a_run_stopped_by_its_token_budget(tmp_path: Path, tiny_model_dir: Path) -> None:
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, max_rounds=6, max_tokens=900))
+    run = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher())).run
+    assert json.loads(run.result.read_text())["stop_reason"] == "max_tokens"
+    result, diffs = replay.rerun(run.root, out=tmp_path / "rerun")
+    assert len(diffs) < 7 and all(d.same for d in diffs), diffs
+    assert result.state["stop_reason"] == "max_tokens"
 
 
 def test_rerun_stops_at_a_changed_request(original, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import openai
 import pytest
 from conftest import SentimentTeacher, write_config
 
-from evokd.agents.llm import TeacherUnreachable
+from evokd.agents.client import TeacherUnreachable
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
 from evokd.core.records import LLMCall, NodeTurn, RunHeader

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from evokd.config import LoopConfig
-from evokd.graph.route import round_spending, should_stop
+from evokd.graph.methods import METHODS
+from evokd.graph.steps import round_spending, should_stop
 
 
 def history(*tokens: int, f1s: list[float] | None = None) -> list[dict]:
@@ -44,8 +45,9 @@ def test_forecast_applies_to_money_too() -> None:
 
 
 def test_llm2llm_converges_when_the_student_gets_every_seed_example_right() -> None:
-    loop = LoopConfig(method="llm2llm", max_rounds=10)
-    stop = should_stop(state(0, 0, incorrect=[]), loop)
+    loop, converged = LoopConfig(method="llm2llm", max_rounds=10), METHODS["llm2llm"].stop
+    stop = should_stop(state(0, 0, incorrect=[]), loop, converged)
     assert stop is not None and stop.reason == "converged"
-    assert should_stop(state(0, 0, incorrect=[{"text": "x"}]), loop) is None
-    assert should_stop(state(0, 0, incorrect=[]), LoopConfig(max_rounds=10)) is None  # evokd: not a rule
+    assert should_stop(state(0, 0, incorrect=[{"text": "x"}]), loop, converged) is None
+    assert METHODS["evokd"].stop is None  # not a rule of the default loop
+    assert should_stop(state(0, 0, incorrect=[]), LoopConfig(max_rounds=10)) is None

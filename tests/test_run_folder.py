@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
+from evokd.core.files import normal_mode, write_atomic, write_jsonl_atomic
 from evokd.core.records import DevPredictions, RoundMetrics
 from evokd.core.runfolder import RunFolder
-from evokd.core.trace import normal_mode, write_atomic, write_jsonl_atomic
 from evokd.graph.runner import execute
 
 

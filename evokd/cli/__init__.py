@@ -1,10 +1,13 @@
-"""The `evokd` command line."""
+"""The `evokd` command line.
+
+Each command imports what it runs when it runs: `evokd --help` and `evokd predict --onnx` must not
+load torch, transformers or LangGraph, which every other command needs."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -21,7 +24,7 @@ def _flags_as_flags() -> None:
     if getattr(shown, "evokd_flags", False):
         return
 
-    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         if getattr(self, "is_flag", False) and self.metavar is None:
             return None
         return shown(self, ctx)
@@ -57,9 +60,10 @@ def run(
     evokd run --resume runs/2026-11-27T18-00-00Z-sentiment-demo
     """
     from evokd.config import dump_config, load_config
+    from evokd.core.files import write_atomic
     from evokd.core.runfolder import RunFolder
-    from evokd.core.trace import write_atomic
-    from evokd.graph.prepare import prepare
+    from evokd.graph.build import node_texts
+    from evokd.graph.prepare import method_of, prepare
     from evokd.graph.runner import RunError, execute, resume_config
     from evokd.view import LiveView
 
@@ -97,9 +101,9 @@ def run(
             run_folder = RunFolder.create(cfg.runs_dir, cfg.name)
             write_atomic(run_folder.config, dump_config(cfg))
         console.print(f"run folder: [bold]{run_folder.root}[/]")
-        metric = "dev macro-F1" if cfg.task.type == "classification" else "dev F1"
-        with LiveView(console, metric=metric) as view:
-            result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, events=view.events(),
+        method = prepared.method if prepared is not None else method_of(cfg)
+        with LiveView(console, metric=f"dev {cfg.task.metric}", doing=node_texts(method, cfg.loop)) as view:
+            result = execute(cfg, run=run_folder, prepared=prepared, resume=resume is not None, callbacks=[view],
                              on_status=view.say, recording=recording,
                              parent=str(from_run.resolve()) if from_run else None)
     except _known_errors() as exc:
@@ -128,7 +132,7 @@ def _dry_run(cfg) -> None:
                   f"{len(data.dev)} dev, {len(data.test)} test samples ({where}); prompts ok", highlight=False)
     teacher = cfg.llm.base_url or f"embedded {cfg.teacher.weights} (not started)"
     console.print(f"teacher: {cfg.llm.model} at {teacher}", highlight=False)
-    for line in estimate(cfg, data, prepared.prompts).lines():
+    for line in estimate(cfg, data, prepared.prompts, prepared.method).lines():
         console.print(line, highlight=False, soft_wrap=True)
     console.print("dry run: nothing written", highlight=False)
 
@@ -166,7 +170,7 @@ def predict(
     """
     from evokd.config import ConfigError
     from evokd.core.extras import MissingExtra
-    from evokd.shipping import PredictError, predict_command
+    from evokd.predict import PredictError, predict_command
     from evokd.student.data import DataError
     from evokd.student.onnx_predict import ExportError
 
@@ -189,12 +193,12 @@ def export(
 
     Example: evokd export runs/2026-11-27T18-00-00Z-sentiment-demo student-onnx --quantize int8
     """
-    from evokd.shipping import PredictError, export_command
+    from evokd.export import export_command
     from evokd.student.onnx_predict import ExportError
 
     try:
         export_command(run_dir, out_dir, format_, quantize, console)
-    except (*_known_errors(), PredictError, ExportError) as exc:
+    except _known_errors(ExportError) as exc:
         fail(str(exc))
 
 
@@ -249,7 +253,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> Non
 
     try:
         path = write_report(run_dir)
-    except (*_known_errors(), ReportError) as exc:
+    except _known_errors(ReportError) as exc:
         fail(str(exc))
     console.print(str(path), highlight=False, soft_wrap=True)
 
@@ -309,8 +313,8 @@ def bench(
     chosen = methods.split(",") if methods else None
     if address is not None and executor != "ray":
         fail("--address goes with --executor ray")
-    common = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume, "jobs": jobs,
-              "executor": executor, "address": address}
+    common: dict[str, Any] = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume,
+                              "jobs": jobs, "executor": executor, "address": address}
     try:
         sweep_budgets = sweep.parse_budgets(budgets) if budgets else None
     except ValueError as exc:
@@ -320,7 +324,7 @@ def bench(
             harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, **common)
         else:
             harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, **common)
-    except (*_known_errors(), harness.BenchError) as exc:
+    except _known_errors(harness.BenchError) as exc:
         fail(str(exc))
 
 

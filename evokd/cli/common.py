@@ -27,8 +27,9 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _known_errors() -> tuple[type[Exception], ...]:
-    from evokd.agents.llm import StructuredOutputError, TeacherUnreachable
+def _known_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """The errors a command reports as one line (and `more` of its own), not as a traceback."""
+    from evokd.agents.client import StructuredOutputError, TeacherUnreachable
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
     from evokd.config import ConfigError
@@ -38,7 +39,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from evokd.teacher import TeacherError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
-            StructuredOutputError, ReplayDivergence, MissingExtra, FileNotFoundError)
+            StructuredOutputError, ReplayDivergence, MissingExtra, FileNotFoundError, *more)
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -1,4 +1,5 @@
-"""Talking to the teacher: chat-model factory and one structured, retried, recorded call.
+"""The teacher client: chat-model factory and one structured, retried, recorded call
+(the teacher *server*, the embedded llama.cpp one, is evokd.teacher).
 
 Every agent reply is a pydantic model. The request carries the model's JSON schema in the form the
 backend understands (`structured_format`), the reply is validated with pydantic, and a validation
@@ -16,11 +17,11 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from evokd.agents.recording import Recording
 from evokd.config import LLMConfig
@@ -77,7 +78,7 @@ class Budget:
 
 def make_chat_model(cfg: LLMConfig, base_url: str) -> BaseChatModel:
     """A ChatOpenAI client for any OpenAI-compatible endpoint; retries are ours, not the SDK's."""
-    from langchain_openai import ChatOpenAI
+    from langchain_openai import ChatOpenAI  # the OpenAI SDK: slow to import, only when a run asks a teacher
 
     return ChatOpenAI(
         model=cfg.model,
@@ -103,6 +104,21 @@ def structured_format(mode: str, schema: type[BaseModel]) -> dict[str, Any] | No
     if mode == "json_object":
         return {"type": "json_object"}
     return None
+
+
+def one_of(values: list[str]) -> Any:
+    """A string whose JSON schema lists the allowed values: a grammar-constrained backend then
+    cannot stray, while validation still accepts any string so that a stray value becomes a
+    per-sample rejection with a reason instead of a failed reply."""
+    schema: dict[str, Any] = {"enum": values}
+    return Annotated[str, Field(json_schema_extra=schema)]
+
+
+def counted(item: Any, n: int, what: str | None = None, alias: str | None = None) -> Any:
+    """A list field whose JSON schema asks for exactly n items while validation takes any number
+    (a short list is topped up or accepted as it is); `alias` is its key in the reply."""
+    return (list[item], Field(default_factory=list, description=what, alias=alias,
+                              json_schema_extra={"minItems": n, "maxItems": n}))
 
 
 def resolve_mode(cfg: LLMConfig, embedded: bool) -> str:
@@ -150,7 +166,7 @@ def _retry_after(exc: Exception) -> float | None:
 
 
 def _is_transient(exc: Exception) -> bool:
-    import openai
+    import openai  # see make_chat_model: loaded by then whenever a teacher call failed
 
     if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError | openai.RateLimitError):
         return True
@@ -159,7 +175,7 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
-class Teacher:
+class TeacherClient:
     """One teacher endpoint with its retry policy, recorder and (optional) recorded replies."""
 
     def __init__(
@@ -235,12 +251,17 @@ class Teacher:
         record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
                          schema_name=schema.__name__, prompt_file=prompt_file,
                          prompt_sha256=prompt_sha256, started_at=started, model=self.cfg.model)
-        old = self.recording.serve(record) if self.recording is not None else None
-        if old is not None:
+        recording = self.recording
+        old = recording.serve(record) if recording is not None else None
+        if recording is not None and old is not None:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
             record.latency_s, record.from_record = old.latency_s, True
-            if self.recording.mode == "resume":
+            if recording.mode == "resume":
                 # Paid by the interrupted run but not yet in the checkpointed usage: count it now.
+                record.paid_before_resume = True
+                self.budget.charge(record.tokens_in, record.tokens_out)
+            elif recording.mode in ("strict", "lenient") and (not old.from_record or old.paid_before_resume):
+                # A replay counts what the recorded run counted, so a budget stops it where it stopped the run.
                 record.paid_before_resume = True
                 self.budget.charge(record.tokens_in, record.tokens_out)
             return record

@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evokd.agents.common import Answer
-from evokd.agents.llm import Teacher
+from evokd.agents.ask import Answer
+from evokd.agents.client import TeacherClient
 from evokd.agents.prompts import PromptSet
 from evokd.agents.static import write_texts
 from evokd.config import TaskConfig
@@ -26,7 +26,7 @@ def per_example(n_hard: int, n_easy: int, n_seed: int) -> int:
     return max(1, math.ceil((n_hard + n_easy) / max(n_seed, 1)))
 
 
-def paraphrase(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int, example: dict[str, Any],
+def paraphrase(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, example: dict[str, Any],
                n: int) -> Answer[Any]:
     """n paraphrases of one seed example (a SampleRecord dict)."""
     return write_texts(teacher, prompts, task, agent="augment", round=round, n=n, example=example)

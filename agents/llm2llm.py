@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from evokd.agents.common import Answer, ask, task_variables
-from evokd.agents.llm import Teacher
-from evokd.agents.prompts import PromptSet
+from evokd.agents.ask import Answer, ask
+from evokd.agents.client import TeacherClient
+from evokd.agents.prompts import PromptSet, task_variables
 from evokd.config import TaskConfig
 from evokd.core.text import normalise
 
@@ -25,6 +25,7 @@ class Example(BaseModel):
 
 
 class AugmenterReply(BaseModel):
+    # The schema's name is part of every recorded request (its key): it stays as runs recorded it.
     examples: list[Example] = []
 
 
@@ -51,7 +52,7 @@ def near_duplicate(text: str, kept: list[str], threshold: float) -> str | None:
     return next((k for k in kept if rouge_l(text, k) >= threshold), None)
 
 
-def write_similar(teacher: Teacher, prompts: PromptSet, task: TaskConfig, *, round: int,
+def write_similar(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int,
                   example: dict[str, Any], n: int) -> Answer[AugmenterReply]:
     """n labelled examples like one the student got wrong (a SampleRecord dict)."""
     messages, template = prompts.messages("llm2llm", **task_variables(task), example=example, n=n)

@@ -1,0 +1,201 @@
+"""The default loop, `loop.method = "evokd"` (docs/method.md): EvoKD's roles, each spending fewer
+teacher tokens per sample than the paper's.
+
+    analyst -> generator -> verifier -> trainer
+
+- analyst: a short diagnosis (at most 3 weaknesses) of the texts the student got wrong in the batch
+  it has just seen, before training on them; no call while there is nothing wrong to read (round 1:
+  the seed set it was fitted on), and a new one only every `loop.analyst_every` rounds.
+- generator: per label, a fresh call for hard and easy texts written *for* that label, shown the
+  diagnosis and the student's highest-loss texts of the label to vary.
+- verifier: the cheap checks, near-duplicates by sentence embedding, then the hard texts labelled
+  blind; a text is kept when the Verifier's label is the one it was written for.
+- trainer: continue training on the new texts, the seed set and a review sample (or, with
+  `loop.replay_all`, every earlier accepted sample).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evokd.agents.analyst import dev_metrics, diagnose
+from evokd.agents.ask import Answer, ask_in_turn
+from evokd.agents.generator import write_targeted
+from evokd.agents.verifier import confirm_texts, judge_entities
+from evokd.config import LoopConfig
+from evokd.core.samples import Record, as_rows, for_analyst, is_correct, prechecked, predicted_value, to_sample
+from evokd.graph.context import Context
+from evokd.graph.estimate import Asks
+from evokd.graph.method import BenchRow, Method, Step, Training
+from evokd.graph.state import RunState
+from evokd.graph.steps import trainer
+from evokd.student.protocol import Student
+
+
+def round_steps(loop: LoopConfig) -> list[Step]:
+    return [Step("analyst", analyst, "Analyst: reading the student's mistakes"),
+            Step("generator", generator, "Generator: writing hard and easy texts for each label"),
+            Step("verifier", verifier, "Verifier: confirming the hard texts blind"),
+            Step("trainer", trainer, "Trainer: training and evaluating the student")]
+
+
+def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The Analyst reads what the student got wrong in the batch it has just seen."""
+    ctx = runtime.context
+    loop = ctx.cfg.loop
+    latest = state.get("latest", [])
+    errors = [s for s in latest if s.get("predicted") is not None and not is_correct(s)]
+    analysed = state.get("analysed_round")
+    if not errors or (analysed is not None and state["round"] - analysed < loop.analyst_every):
+        return {}
+    rng = random.Random(ctx.cfg.sampling.seed + state["round"])
+    shown = [for_analyst(s) for s in rng.sample(errors, min(loop.max_shown, len(errors)))]
+    answer = diagnose(ctx.teacher, ctx.prompts, ctx.cfg.task, round=state["round"], errors=shown,
+                      n_seen=len(latest),
+                      metrics=dev_metrics(state.get("history", [])) if loop.analyst_sees_metrics else None)
+    update: dict[str, Any] = {"calls": answer.calls}
+    if answer.reply is not None:
+        weaknesses = [" ".join(w.split()) for w in answer.reply.weaknesses if w.strip()][:3]
+        update |= {"diagnosis": weaknesses, "analysis": "\n".join(f"- {w}" for w in weaknesses),
+                   "analysed_round": state["round"]}
+    return update
+
+
+def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The Generator writes, per label, hard and easy texts for that label."""
+    ctx = runtime.context
+    loop, task = ctx.cfg.loop, ctx.cfg.task
+
+    def write_for(label: str) -> Answer[list[dict[str, Any]]]:
+        errors = hardest(state.get("latest", []), label, max(loop.show_errors, 1), task.type == "ner")
+        n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
+        return write_targeted(ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
+                              weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
+                              n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard)
+
+    written, calls = ask_in_turn(task.labels, write_for)
+    return {"candidates": [c for _, found in written for c in found], "calls": calls}
+
+
+def hardest(latest: list[Record], label: str, k: int, ner: bool, min_loss: float = 0.25) -> list[Record]:
+    """The student's hardest generated samples of a label in the batch it has just seen, before it
+    trained on them: highest loss first (at least `min_loss`); for NER, sentences with an entity of
+    that type it tagged wrong."""
+    seen = [s for s in latest if s.get("intent") != "seed" and s.get("predicted") is not None]
+    if ner:
+        return [for_analyst(s) for s in seen if not is_correct(s) and f"B-{label}" in (s.get("tags") or [])][:k]
+    mine = [s for s in seen if s.get("label") == label and loss(s) >= min_loss]
+    return sorted(mine, key=loss, reverse=True)[:k]
+
+
+def loss(record: Record) -> float:
+    """How wrong the student was on a sample before it trained on it: 1 - p(its label)."""
+    if record.get("confidence") is None:
+        return 0.0 if is_correct(record) else 1.0
+    return 1.0 - record["confidence"]
+
+
+def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """After the cheap checks and the near-duplicate check, the hard texts (`loop.verify`; or all of
+    them, or those the student labels otherwise than intended) are labelled blind and kept when the
+    Verifier confirms the intended label (for NER: the intended entities)."""
+    ctx = runtime.context
+    loop, task = ctx.cfg.loop, ctx.cfg.task
+    ner = task.type == "ner"
+    candidates = state.get("candidates", [])
+    records = prechecked(candidates, state.get("samples", []), round=state["round"], method=ctx.method.name,
+                         eval_keys=ctx.data.eval_keys, max_chars=loop.max_text_chars)
+    for record, cand in zip(records, candidates, strict=True):
+        if not ner:
+            record.label = cand["annotation"]  # what the text was written for, kept or not
+        elif record.reason is None:
+            judge_entities(record.text, cand["annotation"], cand["label"], task).apply_to(record)
+    kept = [s["text"] for s in state.get("samples", []) if s["accepted"]]
+    open_ = [i for i, r in enumerate(records) if r.reason is None]
+    twins = near_duplicates([records[i].text for i in open_], kept, ctx.holder.encoder(), loop.dedup_cosine)
+    for i, twin in zip(open_, twins, strict=True):
+        if twin is not None:
+            records[i].reason = f"near-duplicate (cosine >= {loop.dedup_cosine}) of {twin[:60]!r}"
+    open_ = [i for i in open_ if records[i].reason is None]
+    if loop.verify == "contested" and open_:
+        # Generator and student agreeing are two votes already: the Verifier settles disagreements.
+        student = ctx.holder.at(state["student_dir"])
+        said = student.predict([to_sample(records[i].model_dump()) for i in open_])
+        check = [i for i, p in zip(open_, said, strict=True)
+                 if predicted_value(p) != (records[i].tags if ner else records[i].label)]
+    else:
+        check = [i for i in open_ if loop.verify == "all" or records[i].intent == "hard"]
+    # Shuffled so that a batch's order says nothing about the labels its texts were written for.
+    random.Random(ctx.cfg.sampling.seed + state["round"]).shuffle(check)
+    confirmed = confirm_texts(ctx.teacher, ctx.prompts, task, [records[i].text for i in check],
+                              [candidates[i]["annotation"] for i in check], round=state["round"],
+                              batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
+                              temperature=ctx.cfg.llm.verifier_temperature)
+    for i, verdict in zip(check, confirmed.verdicts, strict=True):
+        records[i].reason = verdict.reason
+    for record in records:
+        record.accepted = record.reason is None
+    return {"batch": as_rows(records), "calls": confirmed.calls}
+
+
+def near_duplicates(texts: list[str], kept: list[str], encoder: Student, threshold: float) -> list[str | None]:
+    """For each text, the accepted (or earlier new) text its sentence embedding nearly repeats."""
+    if threshold >= 1.0 or not texts:
+        return [None] * len(texts)
+    import torch  # heavy: imported when a round first compares embeddings, not at start-up
+
+    vectors = encoder.embed([*kept, *texts])
+    pool, pool_vectors = list(kept), vectors[: len(kept)]
+    twins: list[str | None] = []
+    for text, vector in zip(texts, vectors[len(kept):], strict=True):
+        twin = None
+        if pool:
+            similarity = pool_vectors @ vector
+            best = int(torch.argmax(similarity))
+            twin = pool[best] if float(similarity[best]) >= threshold else None
+        twins.append(twin)
+        if twin is None:
+            pool.append(text)
+            pool_vectors = torch.cat([pool_vectors, vector.unsqueeze(0)])
+    return twins
+
+
+def estimate(asks: Asks) -> None:
+    """Per label a fresh Generator call for n texts, shown the diagnosis and the student's hardest
+    texts; a diagnosis in a share of the rounds; the Verifier labels the hard texts (loop.verify)."""
+    loop, task = asks.loop, asks.cfg.task
+    labels = len(task.labels)
+    gen = asks.messages("targeted", round=1, label=task.labels[0], weaknesses=["a few words of diagnosis"] * 3,
+                        examples=asks.records(loop.show_errors), n_hard=loop.n_hard, n_easy=loop.n_easy,
+                        keys=("tricky_label", "plain_label"))
+    asks.call("generator", labels, gen,
+              asks.n * (asks.per_text + (0 if task.type == "classification" else asks.per_label)) + 10)
+    # No diagnosis in round 1 (nothing wrong to read), then one every loop.analyst_every rounds:
+    # its tokens are spread over the rounds as an average share.
+    diagnosis = asks.messages("diagnosis", errors=asks.records(loop.max_shown), n_seen=asks.n * labels,
+                              metrics=asks.metrics if loop.analyst_sees_metrics else None)
+    share = round(math.ceil(max(loop.max_rounds - 1, 0) / loop.analyst_every) / max(loop.max_rounds, 1), 3)
+    asks.call("analyst", share, diagnosis, asks.replies.analyst // 2)
+    checked = {"hard": loop.n_hard, "all": asks.n, "contested": asks.n // 2}[loop.verify] * labels
+    if checked:
+        batch = loop.verifier_batch_size
+        verify = asks.messages("verifier", texts=[r["text"] for r in asks.records(min(batch, checked))])
+        per_round: float = math.ceil(checked / batch)
+        if loop.verify == "hard" and loop.hard_from_errors:
+            # Round 1 has no wrong texts to vary, so no hard ones: an average share of the later rounds'.
+            per_round = round(per_round * max(loop.max_rounds - 1, 0) / max(loop.max_rounds, 1), 3)
+        asks.call("verifier", per_round, verify, min(batch, checked) * asks.per_label + 4)
+
+
+METHOD = Method(
+    name="evokd",
+    round=round_steps,
+    prompts=lambda loop: ["diagnosis.user", "targeted.user", "verifier.user"],
+    estimate=estimate,
+    training=lambda loop: Training(review_all=loop.replay_all),
+    bench=(BenchRow("evokd"),),
+)
