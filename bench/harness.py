@@ -228,6 +228,8 @@ def run_benchmark(
     resume: bool = False,
     stem: str | None = None,
     jobs: int = 1,
+    executor: str = "local",
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run every (method, seed), write the JSON, markdown and plot, and return the result.
 
@@ -235,12 +237,20 @@ def run_benchmark(
     `overrides` are `--set` items applied to every run after the profile's; `resume` keeps the
     finished runs of an earlier benchmark with the same settings and runs only the rest; `jobs`
     runs that many at once, each in its own process (a `chat_model_factory` must then be a
-    module-level function, so a spawned process can import it)."""
+    module-level function, so a spawned process can import it); `executor="ray"` runs each as a
+    task on the Ray cluster at `address` instead (executors.py); [tracking] logs every run to MLflow
+    under one parent run."""
     console = console or Console()
     if profile not in PROFILES:
         raise BenchError(f"unknown profile {profile!r}; one of {', '.join(PROFILES)}")
     if jobs < 1:
         raise BenchError("--jobs must be at least 1")
+    if executor not in ("local", "ray"):
+        raise BenchError(f"--executor {executor}: local or ray")
+    if executor == "ray":
+        from evokd.bench.executors import require_ray
+
+        require_ray()  # before any run: a missing extra is one line, not a failure after the first runs
     bench = resolve(dataset, data_dir)
     dataset, spec = bench.name, bench.spec
     settings = spec.profiles[profile]
@@ -282,6 +292,7 @@ def run_benchmark(
     started = time.time()
     if done:
         console.print(f"resuming: {len(done)} of {total} runs already in {out_dir / stem}.json", highlight=False)
+    tracker, parent = tracked_benchmark(base, stem, head, out_dir / f"{stem}.json" if resume else None)
 
     def write(final: bool) -> dict[str, Any]:
         """The result so far, on disk after every run, so a stopped benchmark keeps what it finished,
@@ -324,20 +335,30 @@ def run_benchmark(
                           f"test F1 {row['test_f1'] if row['test_f1'] is None else round(row['test_f1'], 4)}, "
                           f"{row['tokens']} tokens, {row['seconds']:.0f} s", highlight=False)
         runs.append({"method": method, "seed": i, **seed_values[i], **row})
+        if tracker is not None:
+            tracker.log_row(method, i, row)
         runs.sort(key=lambda r: order[(r["method"], r["seed"])])  # the order of a one-by-one benchmark
         write(final=False)
 
     # no-aug and full train on gold data: a benchmark left with only those starts no teacher.
     needed = chat_model_factory is None and any(METHODS[method] is not None for _, method, _, _ in todo)
-    with teacher_for(base, base_url, runs_dir, needed, console.print, jobs=min(jobs, len(todo)) or 1) as teacher:
-        if jobs == 1:
+    with teacher_for(base, base_url, runs_dir, needed, console.print, jobs=min(jobs, len(todo)) or 1) as teacher, \
+            _ending(tracker, out_dir / stem) as ended:
+        teacher = [*teacher, *parent]
+        if executor == "ray":
+            from evokd.bench.executors import run_on_ray
+
+            run_on_ray(todo, address, _one_run_quiet, spec.config, teacher, settings, chat_model_factory, console,
+                       finished)
+        elif jobs == 1:
             for i, method, label, run_overrides in todo:
                 console.print(f"{label} ...", highlight=False)
                 finished(i, method, label, one_run(spec.config, [*run_overrides, *teacher], method, settings,
                                                    chat_model_factory))
         else:
             run_parallel(todo, jobs, spec.config, teacher, settings, chat_model_factory, console, finished)
-    result = write(final=True)
+        result = write(final=True)
+        ended.append(result)
     print_table(result, console)
     console.print(f"wrote {out_dir / stem}.json, .md, .png", highlight=False)
     return result
@@ -354,6 +375,40 @@ def run_budgets(dataset: str, budgets: list[int], methods: list[str] | None = No
     return sweep.run_budgets(run_benchmark, tables.write_budgets, bench.spec.profiles[profile], dataset, budgets,
                              methods, seeds, profile, Path(out_dir) if out_dir is not None else OUT, *args,
                              name=bench.name, **kwargs)
+
+
+def tracked_benchmark(base: Any, stem: str, head: dict[str, Any], earlier: Path | None) -> tuple[Any, list[str]]:
+    """With [tracking]: the benchmark's MLflow parent run (reopened on --resume) and the override that
+    makes each run its child; else (None, [])."""
+    if not base.tracking.mlflow_uri:
+        return None, []
+    from evokd.tracking import MlflowBenchmark
+
+    earlier_id = None
+    if earlier is not None and earlier.exists():
+        with contextlib.suppress(OSError, ValueError):
+            earlier_id = json.loads(earlier.read_text(encoding="utf-8")).get("mlflow_parent_run_id")
+    tracker = MlflowBenchmark(base.tracking, stem)
+    run_id = tracker.start({k: v for k, v in head.items() if k in ("dataset", "profile", "task", "teacher", "student",
+                                                                    "settings", "methods", "seeds")}, earlier_id)
+    if run_id is None:
+        return None, []
+    head["mlflow_parent_run_id"] = run_id
+    return tracker, [f"tracking.parent_run_id={_q(run_id)}"]
+
+
+@contextlib.contextmanager
+def _ending(tracker: Any, stem: Path) -> Iterator[list[dict[str, Any]]]:
+    """Ends the MLflow parent run however the benchmark ends: FINISHED with the final result (which
+    the block appends), else KILLED (a resume reopens it)."""
+    ended: list[dict[str, Any]] = []
+    try:
+        yield ended
+    finally:
+        if tracker is not None:
+            final = ended[-1] if ended else {}
+            files = [Path(f"{stem}{end}") for end in (".json", ".md", ".png", "-per-class.png", "-cost.png")]
+            tracker.end(final.get("summary", {}), files if ended else [], complete=bool(ended))
 
 
 def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], float]:

@@ -256,6 +256,29 @@ class TeacherConfig(_Section):
     startup_timeout: float = Field(180.0, gt=0)
 
 
+class TrackingConfig(_Section):
+    """An experiment tracker the run also logs to (`pip install "evokd[mlflow]"`); the run folder
+    stays the record, the tracker is where many runs are compared."""
+
+    # An MLflow tracking URI: a server ("http://mlflow.example:5000"), "databricks", or a local store
+    # ("sqlite:///mlflow.db", which needs the full `mlflow` package). None: no tracking.
+    mlflow_uri: str | None = None
+    experiment: str = "evokd"
+    # Log the best student (student/, about 90 MB for MiniLM) as an artifact of the run.
+    log_student: bool = True
+    # Set by `evokd bench` on each of its runs: the benchmark's own MLflow run, their parent.
+    parent_run_id: str | None = None
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _no_password(cls, uri: str | None) -> str | None:
+        # config.toml is written to the run folder: credentials go in MLflow's own variables.
+        if uri and re.match(r"^[a-z+]+://[^/@]*:[^/@]*@", uri):
+            raise ValueError("a password in the URI would be written to the run folder's config.toml: "
+                             "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead")
+        return uri or None
+
+
 class RunConfig(_Section):
     name: str = "run"
     runs_dir: Path = Path("runs")
@@ -267,6 +290,7 @@ class RunConfig(_Section):
     loop: LoopConfig = LoopConfig()
     llm: LLMConfig = LLMConfig()
     teacher: TeacherConfig = TeacherConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     # Where the config came from (file, its text, the --set overrides), for errors found after
     # loading (the pre-flight's method checks) to name the line as load errors do.
@@ -281,8 +305,9 @@ class RunConfig(_Section):
         return ConfigError(f"{_located(path, text, tuple(key.split('.')), overrides)}: {message}")
 
     def digest(self) -> str:
-        """A short stable hash of the resolved config, recorded in the trace header."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short stable hash of the resolved config, recorded in the trace header. [tracking] says
+        where the run is logged, not what it does: it is left out."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"tracking"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

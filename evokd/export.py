@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from evokd.core.extras import require
 from evokd.graph.prepare import load_task_data
 from evokd.graph.runner import resume_config
 from evokd.student.onnx_predict import ExportError
@@ -18,6 +19,9 @@ def export_onnx(run_dir: Path, out_dir: Path, quantize: str | None = None,
                 say: Callable[[str], None] = lambda _: None) -> Any:
     """Export RUN's best student to DIR after its self-check on the run's dev data (as the loop
     evaluated it: same file, cap and seed)."""
+    # Before anything is read: without these, torch.onnx's own error is a 30-line traceback.
+    require("onnx", "evokd export --format onnx", "onnx")
+    require("onnxruntime", "evokd export --format onnx (its self-check)", "onnx")
     from evokd.student.export import export_student  # torch, transformers: only when exporting
 
     cfg, run = resume_config(run_dir)

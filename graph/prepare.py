@@ -19,6 +19,7 @@ from evokd.graph.method import Method
 from evokd.graph.methods import METHODS
 from evokd.student.data import DataError, cap, read_samples, sample_k_shot
 from evokd.student.hub import read_hub
+from evokd.tracking import require_mlflow
 
 
 @dataclass
@@ -32,7 +33,10 @@ class Prepared:
 
 def prepare(cfg: RunConfig) -> Prepared:
     """Check the method against the config, load the task data and check every prompt template the
-    run will use; raises ConfigError, DataError or PromptError with a one-line message."""
+    run will use; raises ConfigError, DataError or PromptError with a one-line message (MissingExtra
+    when [tracking] needs mlflow and it is absent)."""
+    if cfg.tracking.mlflow_uri:
+        require_mlflow()
     method = method_of(cfg)
     data = load_task_data(cfg)
     prompts = PromptSet(cfg.task.type, cfg.prompts_dir, needed=method.prompts(cfg.loop),

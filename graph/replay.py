@@ -161,6 +161,8 @@ def rerun(run_dir: Path, out: Path | None = None, allow_divergence: bool = False
           console: Console | None = None) -> tuple[Executed, list[RoundDiff]]:
     """Re-execute a run with its recorded replies (no LLM server) and compare every round's dev F1."""
     cfg, _ = resume_config(run_dir)
+    # A rerun checks the recorded run; it is not a new experiment to track.
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mlflow_uri": None})})
     recording = Recording.from_run(run_dir, mode="lenient" if allow_divergence else "strict")
     if out is not None:
         out.mkdir(parents=True, exist_ok=False)

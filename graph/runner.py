@@ -25,7 +25,7 @@ from evokd.agents.client import Budget, TeacherClient, make_chat_model, resolve_
 from evokd.agents.recording import Recording
 from evokd.config import RunConfig, dump_config, load_config
 from evokd.core.files import write_atomic
-from evokd.core.records import RunHeader
+from evokd.core.records import RoundMetrics, RunHeader, RunResult
 from evokd.core.runfolder import RunFolder
 from evokd.core.trace import TraceWriter, read_trace
 from evokd.graph.build import build_graph, recursion_limit
@@ -34,6 +34,7 @@ from evokd.graph.context import Context, StudentHolder
 from evokd.graph.methods import recorded_name
 from evokd.graph.prepare import Prepared, prepare
 from evokd.teacher import local_teacher
+from evokd.tracking import MlflowLogger, observers_for
 
 log = logging.getLogger("evokd.run")
 THREAD: RunnableConfig = {"configurable": {"thread_id": "evokd"}}
@@ -97,7 +98,8 @@ def execute(
         recording = Recording.from_run(run.root)
     secret = os.environ.get(cfg.llm.api_key_env, "")
     trace = TraceWriter(run.trace, secrets=[secret])
-    listeners = CallbackList([TraceCallback(trace), *callbacks])
+    trackers = [TrackerCallback(logger, cfg, run) for logger in observers_for(cfg)]  # when [tracking] names one
+    listeners = CallbackList([TraceCallback(trace), *callbacks, *trackers])
     try:
         if chat_model is not None:
             endpoint: contextlib.AbstractContextManager = contextlib.nullcontext(
@@ -124,12 +126,42 @@ def execute(
             state = _invoke(ctx, resume)
     finally:
         trace.close()
+        for tracker in trackers:
+            tracker.stopped()
     return Executed(run=run, state=state)
+
+
+
+class TrackerCallback(Callback):
+    """An experiment tracker (evokd/tracking.py) hearing the run; a run that stops before its end (an
+    error, Ctrl-C) is marked stopped there, and a resume continues the tracker's run."""
+
+    def __init__(self, logger: MlflowLogger, cfg: RunConfig, run: RunFolder) -> None:
+        self.logger, self.cfg, self.run = logger, cfg, run
+        self.ended = False
+
+    def on_run_start(self, header: RunHeader) -> None:
+        self.logger.on_run_start(self.cfg, self.run, header.resumed)
+
+    def on_round_end(self, metrics: RoundMetrics) -> None:
+        self.logger.on_round_end(metrics.model_dump(mode="json"))
+
+    def on_run_end(self, result: RunResult) -> None:
+        self.ended = True
+        self.logger.on_run_end(result)
+
+    def stopped(self) -> None:
+        if not self.ended:
+            self.logger.on_run_end(None)
 
 
 def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
     conn = sqlite3.connect(ctx.run.checkpoints_db, check_same_thread=False)
     try:
+        # "sync": each step's checkpoint is on disk before the next step starts. LangGraph's default,
+        # "async", writes it while the next step runs, so a kill -9 could land after `decide` had
+        # deleted the previous round's student but before the trainer's step was saved: the resume
+        # then redid the trainer from a checkpoint that was gone (found by tests/test_soak.py).
         graph = build_graph(ctx.method, ctx.cfg.loop).compile(checkpointer=SqliteSaver(conn))
         config: RunnableConfig = {"configurable": {"thread_id": "evokd"},
                                   "recursion_limit": recursion_limit(ctx.method, ctx.cfg.loop)}
@@ -137,7 +169,7 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
             snapshot = graph.get_state(config)
             if not snapshot.values:
                 # Stopped before the first checkpoint: nothing was finished, so start from the top.
-                return graph.invoke({"round": 0}, config=config, context=ctx)
+                return graph.invoke({"round": 0}, config=config, context=ctx, durability="sync")
             if waits_on_a_removed_node(graph, config):
                 # The run stopped where a node of its round used to be (0.2's default loop opened each
                 # round with "probe"): decide's routing is taken again, into the round as it is now.
@@ -151,8 +183,8 @@ def _invoke(ctx: Context, resume: bool) -> dict[str, Any]:
             spent = snapshot.values.get("usage", {})
             ctx.teacher.budget.tokens = int(spent.get("tokens_in", 0) + spent.get("tokens_out", 0))
             ctx.teacher.budget.cost = spent.get("cost", 0.0)
-            return graph.invoke(None, config=config, context=ctx)
-        return graph.invoke({"round": 0}, config=config, context=ctx)
+            return graph.invoke(None, config=config, context=ctx, durability="sync")
+        return graph.invoke({"round": 0}, config=config, context=ctx, durability="sync")
     finally:
         conn.close()
 

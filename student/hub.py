@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from evokd.config import HubConfig, TaskConfig
+from evokd.core.extras import require
 from evokd.core.records import Sample
 from evokd.student.data import DataError, _classification_sample, _ner_record
 from evokd.student.pool import Entry, PoolSource
@@ -19,10 +20,7 @@ from evokd.student.pool import Entry, PoolSource
 
 def load_splits(hub: HubConfig) -> Any:
     """The DatasetDict (or the dataset folder) that `hub` names."""
-    try:
-        import datasets
-    except ImportError as exc:
-        raise DataError('data.hf needs the `datasets` package: pip install "evokd[hf]"') from exc
+    datasets = require("datasets", "data.hf (Hugging Face datasets)", "hf")
     where = f"data.hf {hub.path!r}"
     try:
         if Path(hub.path).is_dir() and not hub.data_files:

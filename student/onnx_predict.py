@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from evokd.core.extras import require
+
 from .predictor import Predictor, load_tokenizer
 
 META_FILE = "evokd-export.json"
@@ -49,10 +51,7 @@ class OnnxBackend:
     """An onnxruntime session on the CPU that returns the model's logits."""
 
     def __init__(self, model_path: Path, threads: int | None = None) -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise ExportError("running an ONNX export needs onnxruntime: pip install 'evokd[onnx]'") from exc
+        ort = require("onnxruntime", "running an ONNX export (evokd predict --onnx)", "onnx")
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # Threads wait passively, as evokd sets OMP_WAIT_POLICY for torch: on a small machine shared with

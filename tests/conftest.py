@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ from tiny_student import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+
+
+def default_sigint() -> None:
+    """`preexec_fn` of a child process a test interrupts with SIGINT: SIGINT back to its default
+    action before the child's program starts. A process started with SIGINT ignored (`nohup`, a
+    script's `cmd &`, some CI runners) passes "ignore" on to its children, and Python installs its
+    KeyboardInterrupt handler only over the default, so the test's Ctrl-C would do nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")

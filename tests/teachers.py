@@ -10,6 +10,7 @@ the method named after it: `AnalystReply` -> `analyst_reply(messages)`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable
@@ -100,6 +101,46 @@ class SentimentTeacher(ScriptedTeacher):
             "positive" if POSITIVE.search(t) and "Not" not in t and "nothing" not in t else "negative"
             for t in texts]
         return json.dumps({str(i): label for i, label in enumerate(labels, start=1)})
+
+
+SUBJECTS = ["film", "hotel", "concert", "novel", "album", "dinner", "series", "play", "museum", "game", "cafe",
+            "show"]
+THINGS = ["ending", "view", "cast", "plot", "service", "soundtrack", "menu", "pacing", "staff", "finale", "script",
+          "lighting"]
+DULL = ["dull", "weak", "bland", "tired", "clumsy"]
+
+
+class StatelessSentimentTeacher(SentimentTeacher):
+    """SentimentTeacher whose replies depend on the request alone: a request asked again (after a
+    kill, say) gets the reply it got before, as from a seeded server. The words are drawn from the
+    request's hash, so rounds get varied texts that near-duplicate checks keep. The soak test's teacher."""
+
+    @staticmethod
+    def _draw(messages: list) -> list[int]:
+        digest = hashlib.sha256("\x1e".join(str(m.content) for m in messages).encode()).digest()
+        return list(digest)
+
+    def analyst_reply(self, messages: list) -> str:
+        return json.dumps({"summary": "struggles with negation and sarcasm"})
+
+    def generator_reply(self, messages: list) -> str:
+        d = self._draw(messages)
+        subject, thing, dull = SUBJECTS[d[0] % 12], THINGS[d[1] % 12], DULL[d[2] % 5]
+        return json.dumps({
+            "hard": [f"Not a good {subject}, the {thing} was {dull}.", f"Despite the {thing}, a great {subject}."],
+            "easy": [f"A superb {subject} with a lovely {thing}.", f"A {dull} {subject} with a {dull} {thing}."],
+        })
+
+    def targeted_reply(self, messages: list) -> str:
+        hard, easy = reply_keys(messages)
+        d = self._draw(messages)
+        s1, s2, t1, t2 = SUBJECTS[d[0] % 12], SUBJECTS[d[1] % 12], THINGS[d[2] % 12], THINGS[d[3] % 12]
+        dull = DULL[d[4] % 5]
+        if easy.endswith("positive"):
+            return without_unasked({hard: [f"Despite the {t1}, a great {s1}.", f"Loved the {t2} of this {s2}."],
+                                    easy: [f"A superb {s1} with a lovely {t2}.", f"Great {t1}, great {s2}."]})
+        return without_unasked({hard: [f"Not a good {s1}, the {t1} was {dull}.", f"A great waste of a {s2}."],
+                                easy: [f"A {dull} {s2} with a {dull} {t2}.", f"The {t1} of the {s1} was {dull}."]})
 
 
 class NerTeacher(ScriptedTeacher):

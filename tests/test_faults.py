@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import default_sigint, write_config
 
 from evokd.core.records import NodeTurn
 from evokd.core.trace import read_trace
@@ -51,7 +51,7 @@ def fake_teacher() -> Iterator[str]:
 def evokd(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
     return subprocess.Popen([sys.executable, "-m", "evokd", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+                            stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=default_sigint)
 
 
 def outcome(metrics: dict) -> dict:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_config
+from conftest import default_sigint, write_config
 from test_faults import (
     assert_no_round_trained_twice,
     evokd,
@@ -185,7 +185,8 @@ def test_ctrl_c_stops_the_embedded_teacher_and_resumes(tmp_path: Path, tiny_mode
 
     def launch(*args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, str(launcher), str(TESTS / "fake_teacher.py"), str(pidfile), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                preexec_fn=default_sigint)
 
     proc = launch("run", str(config))
     folder = first_run_folder(tmp_path / "runs")

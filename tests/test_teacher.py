@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from conftest import default_sigint
 
 from evokd.config import TeacherConfig
 from evokd.teacher import (
@@ -394,6 +395,7 @@ def test_owner_process_exit_stops_server(
         ],
         stdout=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,  # interruptible however this test was launched
     )
     assert owner.stdout is not None
     pid = int(owner.stdout.readline())

@@ -173,6 +173,7 @@ def predict(
     Example: evokd predict runs/2026-11-27T18-00-00Z-sentiment-demo "The soup was cold."
     """
     from evokd.config import ConfigError
+    from evokd.core.extras import MissingExtra
     from evokd.predict import PredictError, predict_command
     from evokd.student.data import DataError
     from evokd.student.onnx_predict import ExportError
@@ -181,7 +182,7 @@ def predict(
         predict_command(run_dir, texts or [], input_file=input_file, output=output, fmt=format_,
                         input_format=input_format, text_column=text_column, onnx=onnx, skip_bad=skip_bad,
                         batch_size=batch_size, err=err)
-    except (ConfigError, DataError, FileNotFoundError, PredictError, ExportError, ValueError) as exc:
+    except (ConfigError, DataError, FileNotFoundError, PredictError, ExportError, MissingExtra, ValueError) as exc:
         fail(str(exc))
 
 
@@ -294,6 +295,10 @@ def bench(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override for every run: section.key=value")]
     = None,
     jobs: Annotated[int, typer.Option(help="runs at once, each its own process and run folder, one teacher")] = 1,
+    executor: Annotated[str, typer.Option(help="local (processes on this machine, --jobs) or ray (each run a Ray "
+                                          "task; pip install \"evokd[ray]\")")] = "local",
+    address: Annotated[str | None, typer.Option(help="--executor ray: the cluster (auto: the one `ray start` made "
+                                                "here; HEAD_IP:6379; default: a Ray of this machine)")] = None,
     resume: Annotated[bool, typer.Option("--resume",
                                          help="keep the finished runs of a stopped benchmark with the same settings")]
     = False,
@@ -303,23 +308,26 @@ def bench(
 ) -> None:
     """Every method (baselines, EvoKD, ablations) on one task with one teacher-token budget, or a sweep.
 
-    Example: evokd bench sst2 --methods no-aug,static,evokd --seeds 1
+    Examples: evokd bench sst2 --methods no-aug,static,evokd --seeds 1 ·
+    evokd bench sst2 --seeds 5 --executor ray --address auto --base-url http://gpu-node:8000/v1
     """
     from evokd.bench import harness, sweep
 
     _setup_logging(verbose)
     chosen = methods.split(",") if methods else None
+    if address is not None and executor != "ray":
+        fail("--address goes with --executor ray")
+    common: dict[str, Any] = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume,
+                              "jobs": jobs, "executor": executor, "address": address}
     try:
         sweep_budgets = sweep.parse_budgets(budgets) if budgets else None
     except ValueError as exc:
         fail(str(exc))
     try:
         if sweep_budgets:
-            harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, data_dir=data,
-                                overrides=list(set_ or []), console=console, resume=resume, jobs=jobs)
+            harness.run_budgets(dataset, sweep_budgets, chosen, seeds, profile, out, base_url, **common)
         else:
-            harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, data_dir=data,
-                                  overrides=list(set_ or []), console=console, resume=resume, jobs=jobs)
+            harness.run_benchmark(dataset, chosen, seeds, profile, out, base_url, **common)
     except _known_errors(harness.BenchError) as exc:
         fail(str(exc))
 

@@ -33,12 +33,13 @@ def _known_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
     from evokd.agents.prompts import PromptError
     from evokd.agents.recording import ReplayDivergence
     from evokd.config import ConfigError
+    from evokd.core.extras import MissingExtra
     from evokd.graph.runner import RunError
     from evokd.student.data import DataError
     from evokd.teacher import TeacherError
 
     return (ConfigError, DataError, PromptError, RunError, TeacherError, TeacherUnreachable,
-            StructuredOutputError, ReplayDivergence, FileNotFoundError, *more)
+            StructuredOutputError, ReplayDivergence, MissingExtra, FileNotFoundError, *more)
 
 
 def _setup_logging(verbose: bool) -> None:
