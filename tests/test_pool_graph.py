@@ -100,7 +100,7 @@ def test_texts_in_dev_or_test_are_never_picked(tmp_path: Path, tiny_model_dir: P
     assert prepared.method_data.usable.rows.tolist() == [20]
     assert prepared.method_data.usable.in_eval == 20
     undecided = SentimentTeacher()
-    undecided.label_fn = lambda texts: ["none"] * len(texts)
+    undecided.label_fn = lambda texts: ["None"] * len(texts)  # the way out, in any case
     result = execute(cfg, prepared=prepared, chat_model=ScriptedChatModel(script=undecided))
     picked = [s for s in samples_of(result.run) if s["intent"] == "pool"]
     assert [s["text"] for s in picked] == ["A brand new review of a film."]

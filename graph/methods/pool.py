@@ -201,9 +201,8 @@ def label(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         record = SampleRecord(round=state["round"], text=item["text"], intent="pool", accepted=False,
                               method=ctx.method.name, row=item["row"], origin=item["origin"])
         verdict.apply_to(record)
-        if verdict.label == "none":  # the prompt's way out for a text that fits no label
+        if (verdict.label or "").strip().casefold() == "none":  # the prompt's way out: fits no label
             record.reason = "the Verifier found it fits none of the labels (mixed or unclear)"
-            record.accepted = False
         records.append(record)
     return {"batch": as_rows(records), "calls": labelled.calls}
 
