@@ -73,7 +73,7 @@ PROFILES = {
 class Dataset:
     config: Path  # the config the runs start from
     data_dir: Path | None  # default; run_benchmark(data_dir=...) / --data overrides it; None: the config's data
-    files: dict[str, str]  # data.seed / data.dev / data.test file names in a data dir
+    files: dict[str, str]  # data.seed / data.dev / data.test (/ data.unlabeled) file names in a data dir
     profiles: dict[str, Settings] = field(default_factory=dict)
 
 
@@ -85,15 +85,15 @@ def _shared(name: str) -> Path | None:
 
 DATASETS: dict[str, Dataset] = {
     "sst2": Dataset(CONFIGS / "sst2.toml", _shared("sst2"),
-                    {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv"},
+                    {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv", "unlabeled": "train.tsv"},
                     {"quick": Settings(6000, 200, 300, 1000, 2, 20),
                      "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
     "imdb": Dataset(CONFIGS / "imdb.toml", _shared("imdb"),
-                    {"seed": "train.csv", "dev": "train.csv", "test": "test.csv"},
+                    {"seed": "train.csv", "dev": "train.csv", "test": "test.csv", "unlabeled": "train.csv"},
                     {"quick": Settings(6000, 100, 200, 500, 2, 20),  # long reviews: smaller to fit ~20 min
                      "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
     "conll2003": Dataset(CONFIGS / "conll2003.toml", _shared("conll2003"),
-                         {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt"},
+                         {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt", "unlabeled": "train.txt"},
                          {"quick": Settings(6000, 200, 300, 1000, 3, 20),
                           "full": Settings(40000, 1000, 1000, 14041, 3, 60)}),
     "conll04": Dataset(CONFIGS / "conll04.toml", _shared("conll04"),
@@ -102,7 +102,7 @@ DATASETS: dict[str, Dataset] = {
                         "full": Settings(40000, 231, 288, 922, 10, 60)}),
     # The quick-start demo data (shipped beside its config): a minute-long look at the harness, and its tests.
     "sentiment": Dataset(CONFIGS / "sentiment.toml", None,
-                         {"seed": "seed.csv", "dev": "dev.csv", "test": "test.csv"},
+                         {"seed": "seed.csv", "dev": "dev.csv", "test": "test.csv", "unlabeled": "unlabeled.txt"},
                          {"quick": Settings(3000, None, None, 6, 10, 10),
                           "full": Settings(10000, None, None, 6, 10, 30)}),
 }

@@ -14,7 +14,9 @@ from rich.table import Table
 
 from evokd.core.files import write_atomic
 
-EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics"]  # the methods compared with static and full
+# The methods compared with static and full; the pool's query strategies also with random picking.
+EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics", "pool", "pool+diverse", "pool-random"]
+POOL = ["pool", "pool+diverse"]
 
 
 def stats(values: list[float | None]) -> dict[str, Any] | None:
@@ -68,6 +70,11 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
             "over_full": stats([finished_f1(own[s]) / finished_f1(full[s]) for s in own
                                 if s in full and headline(full[s])]),
         }
+        if method in POOL and by.get("pool-random"):
+            # What picking by the student's doubt buys over picking at random, paired by seed.
+            random = by["pool-random"]
+            comparisons[method]["minus_pool_random"] = stats([finished_f1(own[s]) - finished_f1(random[s])
+                                                              for s in own if s in random])
     return summary, comparisons
 
 
@@ -107,6 +114,10 @@ def render_markdown(result: dict[str, Any]) -> str:
         for method, c in comparisons.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
                          f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
+        against_random = {m: c["minus_pool_random"] for m, c in comparisons.items() if c.get("minus_pool_random")}
+        if against_random:
+            lines += ["", "| | pool − pool-random (same budget, paired by seed) |", "|---|---|"]
+            lines += [f"| {m} | {fmt(d, sign=True)} |" for m, d in against_random.items()]
     if any(summary[m].get("price") for m in result["methods"]):
         lines += ["", "What the teacher cost (price: input-token equivalents, an output token priced as 4 input "
                   "tokens; teacher seconds: time in teacher calls):", "",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
 
 SCHEMA_VERSION = 1
 # The headline number the loop optimises, by task type: what every summary, table and plot calls it.
@@ -96,7 +96,8 @@ class SampleRecord(BaseModel):
 
     round: int
     text: str
-    intent: Literal["hard", "easy", "seed"]
+    # pool: one of the user's unlabelled texts, picked by the query strategy (loop.method = "pool").
+    intent: Literal["hard", "easy", "seed", "pool"]
     label: str | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
@@ -107,6 +108,18 @@ class SampleRecord(BaseModel):
     # Classification: the probability the student gave this sample's label at that moment.
     confidence: float | None = None
     method: str = "evokd"
+    # pool: the text's row in the pool index, and where it comes from (file:line, dataset row).
+    row: int | None = None
+    origin: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _pool_fields_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Written only when set, so the other methods' samples.jsonl lines stay as they were.
+        data: dict[str, Any] = handler(self)
+        for key in ("row", "origin"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class RoundMetrics(BaseModel):
@@ -147,6 +160,9 @@ class Prediction(BaseModel):
     label: str | None = None
     probs: dict[str, float] | None = None
     tags: list[str] | None = None
+    # How sure the student is: the gap between its two most likely labels; for NER the smallest
+    # such gap over the sentence's words (what the pool's query strategies rank by).
+    margin: float | None = None
 
 
 class ClassScore(BaseModel):

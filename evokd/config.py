@@ -77,6 +77,9 @@ class HubConfig(_Section):
     seed_split: str = "train"
     dev_split: str = "validation"
     test_split: str | None = "test"  # "" or none: no test data
+    # loop.method = "pool": the split whose texts are the unlabelled pool (its labels, if any, are
+    # never read), when data.unlabeled names no file; e.g. "train", or "unsupervised" for IMDB.
+    unlabeled_split: str | None = None
     # NER: the word-token and tag columns (tags as strings or ClassLabel ids, any BIO scheme), or
     # the entity-span column.
     # Classification reads task.text_column and task.label_column (ClassLabel ids map through
@@ -97,6 +100,9 @@ class DataConfig(_Section):
     hf: HubConfig | None = None
     # Shorthand for [data.hf] path = "..." with the default splits.
     hf_dataset: str | None = None
+    # The user's own unlabelled texts (loop.method = "pool" picks from them): one text a line,
+    # CSV/TSV/JSONL with task.text_column, or for NER CoNLL sentences (tags, if any, are ignored).
+    unlabeled: Path | None = None
     # Cap on dev/test rows (seeded sample) so evaluation stays cheap on a CPU.
     dev_limit: int | None = None
     test_limit: int | None = None
@@ -145,7 +151,8 @@ class LoopConfig(_Section):
     # (docs/method.md). llm2llm: the teacher writes labelled look-alikes of the seed examples the
     # student gets wrong, and the student retrains from scratch. static (ZeroGen-style): texts
     # written per label, no student feedback. augment (AugGPT-style): paraphrases of the seed
-    # examples, each keeping its seed annotation. These three are baselines. The methods are the
+    # examples, each keeping its seed annotation. These three are baselines. pool: the teacher labels
+    # the user's own unlabelled texts, picked by the student's doubt. The methods are the
     # registry's (graph/methods/): the pre-flight (graph/prepare.py) checks the name and the method's
     # own rules, as this bottom layer does not know them.
     method: str = "evokd"
@@ -199,6 +206,14 @@ class LoopConfig(_Section):
     # llm2llm: new examples per wrong seed example per round, and its near-duplicate threshold.
     llm2llm_per_example: int = Field(1, ge=1)
     dedup_rouge_l: float = Field(0.7, gt=0, le=1)
+    # pool: each round `pool_per_round` of the user's unlabelled texts (data.unlabeled) are picked
+    # by `pool_query` (random; uncertainty, by `pool_measure`; diverse: uncertain and spread over
+    # k-means clusters) and labelled by the Verifier. A cheap proxy on the cached sentence vectors
+    # scores the whole pool; the student rescores its `pool_shortlist` most uncertain texts.
+    pool_query: Literal["uncertainty", "random", "diverse"] = "uncertainty"
+    pool_measure: Literal["margin", "entropy"] = "margin"
+    pool_per_round: int = Field(16, ge=1)
+    pool_shortlist: int = Field(2000, ge=1)
 
     @model_validator(mode="after")
     def _asks_for_something(self) -> LoopConfig:
@@ -317,7 +332,7 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("teacher", "gguf")}
+_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("data", "unlabeled"), ("teacher", "gguf")}
 _TOP_PATHS = {"runs_dir", "prompts_dir"}
 
 

@@ -67,7 +67,8 @@ class LiveView(Callback):
                              f"{call.latency_s:.1f}s{note}")
 
     def on_progress(self, what: str, done: int, total: int) -> None:
-        self.detail.plain = f"{what}: step {done}/{total}"
+        # Training counts steps; encoding a pool counts texts, up to hundreds of thousands.
+        self.detail.plain = f"{what}: {done:,}/{total:,}" + (f" ({done / total:.0%})" if total > 1000 else "")
 
     def on_round_end(self, metrics: RoundMetrics) -> None:
         m = metrics

@@ -122,7 +122,7 @@ def summarise(update: dict[str, Any]) -> dict[str, Any]:
     """A short view of a node's output for the trace (the full data is in the run files)."""
     out: dict[str, Any] = {}
     for key, value in update.items():
-        if key in ("conversation", "samples", "history", "latest"):
+        if key in ("conversation", "samples", "history", "latest", "asked"):
             out[key] = f"{len(value)} items"
         elif key != "usage":  # usage is summed into the state, not the node's own output
             out[key] = value

@@ -130,6 +130,7 @@ class Asks:
     count: Callable[[str], int]
     replies: ReplySizes
     message_overhead: int
+    method_data: Any = None  # what the method's `prepare` loaded (the pool method: its texts)
     calls: list[CallEstimate] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -182,12 +183,12 @@ class Asks:
 
 def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, method: Method,
              count: Callable[[str], int] = approx_tokens, *, speed: bool = True, replies: ReplySizes = ReplySizes(),
-             message_overhead: int = MESSAGE_OVERHEAD) -> Estimate:
+             message_overhead: int = MESSAGE_OVERHEAD, method_data: Any = None) -> Estimate:
     """The calls, tokens, money and rounds of a run of `cfg` (whose loop.method is `method`) on
     `data` (see the module doc). `count` is the teacher's tokenizer (characters / 4 by default) and
     `message_overhead` what its chat template adds per message; `replies` sizes the replies;
-    `speed` looks for a measured speed."""
-    asks = Asks(cfg, prompts, data.seed, count, replies, message_overhead)
+    `speed` looks for a measured speed; `method_data` is what the method's `prepare` loaded."""
+    asks = Asks(cfg, prompts, data.seed, count, replies, message_overhead, method_data)
     method.estimate(asks)
     loop = cfg.loop
     est = Estimate(method=method.name, calls=asks.calls, rounds=loop.max_rounds, limit="max_rounds",

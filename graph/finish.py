@@ -66,7 +66,7 @@ def dry_run_estimate(ctx: Context) -> Estimate | None:
     """What `evokd run --dry-run` estimated for this config and data, for the summary to show beside
     what the run spent; None when it cannot say (the summary is written whatever the estimate does)."""
     try:
-        return estimate(ctx.cfg, ctx.data, ctx.prompts, ctx.method, speed=False)
+        return estimate(ctx.cfg, ctx.data, ctx.prompts, ctx.method, speed=False, method_data=ctx.method_data)
     except Exception as exc:
         log.warning("no estimate for summary.md: %s", exc)
         return None

@@ -49,7 +49,8 @@ class Training(NamedTuple):
     review_all: bool = False
 
 
-StopReason = Literal["max_rounds", "max_tokens", "max_cost", "max_minutes", "plateau", "converged"]
+StopReason = Literal["max_rounds", "max_tokens", "max_cost", "max_minutes", "plateau", "converged",
+                     "pool_exhausted"]
 
 
 class Stop(NamedTuple):

@@ -48,3 +48,8 @@ class RunState(TypedDict, total=False):
     stop_reason: str | None
     stop_detail: str  # why a budget stop came early, e.g. "a round costs about 900 tokens, 400 left"
     test: dict[str, Any] | None
+    # pool: the pool rows sent to the Verifier so far (never asked again), how many usable rows were
+    # left after the latest pick, and what that pick saw (strategy, shortlist, uncertainty range).
+    asked: list[int]
+    pool_left: int
+    pick: dict[str, Any]

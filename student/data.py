@@ -12,6 +12,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from evokd.config import TaskConfig
 from evokd.core.bio import bio_from_spans, normalise_bio, split_tag
@@ -19,7 +20,8 @@ from evokd.core.files import decoding, read_text
 from evokd.core.records import Sample
 from evokd.core.text import token_offsets, tokenize
 
-__all__ = ["DataError", "Sample", "cap", "read_samples", "sample_k_shot", "token_offsets", "tokenize"]
+__all__ = ["DataError", "Sample", "cap", "iter_unlabeled", "read_samples", "sample_k_shot", "token_offsets",
+           "tokenize"]
 
 
 class DataError(Exception):
@@ -254,6 +256,160 @@ def read_ner(path: Path, task: TaskConfig) -> list[Sample]:
 def read_samples(path: Path, task: TaskConfig) -> list[Sample]:
     """Read a data file for the configured task type."""
     return read_ner(path, task) if task.type == "ner" else read_classification(path, task)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unlabelled texts (data.unlabeled): streamed, never read whole
+# ---------------------------------------------------------------------------------------------
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line with its newline) of a UTF-8 file, decoded one line at a time: a bad byte
+    is reported at its line, and only the current line is held in memory."""
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{number}: not UTF-8 text (byte {exc.start} of the line: "
+                                f"{exc.reason})") from None
+            yield number, line.removeprefix("\ufeff") if number == 1 else line
+
+
+def _looks_conll(path: Path) -> bool:
+    """For NER: CoNLL (a token per line, blank lines between sentences) rather than one sentence a
+    line, judged on the first 50 lines with text: a -DOCSTART- line, or at least two lines all with
+    the same number of fields (sentences differ in length, token lines do not)."""
+    counts: set[int] = set()
+    seen = 0
+    for _, line in _lines(path):
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "-DOCSTART-":
+            return True
+        counts.add(len(fields))
+        seen += 1
+        if seen == 50:
+            break
+    return seen >= 2 and len(counts) == 1
+
+
+def _pool_text(value: object, column: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise DataError(f"{where}: missing column {column!r}" if value is None
+                        else f"{where}: column {column!r} is not text")
+    if not value.strip():
+        raise DataError(f"{where}: empty text in column {column!r}")
+    return value.strip()
+
+
+def _pool_delimited(path: Path, task: TaskConfig) -> Iterator[tuple[int, str]]:
+    lines = _lines(path)
+    starts: list[int] = []  # source line of each physical line the csv reader has consumed
+
+    def feed() -> Iterator[str]:
+        for number, line in lines:
+            starts.append(number)
+            yield line
+
+    tab = path.suffix.lower() == ".tsv"
+    reader: Any = None
+    try:
+        first = next(lines, None)
+        if first is None:
+            raise DataError(f"{path}:1: empty file, expected a header row")
+        tab = tab or "\t" in first[1]
+        # The header's own line, then the rest streamed; GLUE-style TSV files are unquoted.
+        header = next(csv.reader([first[1]], delimiter="\t" if tab else ","))
+        header = [name.strip() for name in header]
+        if task.text_column not in header:
+            raise DataError(f"{path}:1: no column {task.text_column!r} (columns: {', '.join(header)})")
+        column = header.index(task.text_column)
+        reader = csv.reader(feed(), delimiter="\t" if tab else ",",
+                            quoting=csv.QUOTE_NONE if tab else csv.QUOTE_MINIMAL)
+        for values in reader:
+            number = starts[0] if starts else 2
+            starts.clear()
+            if not any(value.strip() for value in values):
+                continue
+            where = f"{path}:{number}"
+            yield number, _pool_text(values[column] if column < len(values) else None, task.text_column, where)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{starts[0] if starts else '?'}: {exc}") from exc
+
+
+def _pool_jsonl(path: Path, task: TaskConfig) -> Iterator[tuple[int, str | list[str]]]:
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{where}: expected a JSON object")
+        tokens = record.get("tokens") if task.type == "ner" else None
+        if tokens is not None:
+            if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip()
+                                                                     for t in tokens):
+                raise DataError(f"{where}: 'tokens' must be a non-empty list of words")
+            yield number, [t.strip() for t in tokens]
+            continue
+        column = "text" if task.type == "ner" and "text" in record else task.text_column
+        yield number, _pool_text(record.get(column), column, where)
+
+
+def _pool_conll(path: Path) -> Iterator[tuple[int, list[str]]]:
+    tokens: list[str] = []
+    start, width, width_line = 0, 0, 0
+    for number, line in _lines(path):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if tokens:
+                yield start, tokens
+            tokens = []
+            continue
+        if not width:
+            width, width_line = len(fields), number
+        elif len(fields) != width:
+            raise DataError(f"{path}:{number}: expected {width} fields (token ... tag) as on line "
+                            f"{width_line}, got {len(fields)}: {line.strip()!r}")
+        if not tokens:
+            start = number
+        tokens.append(fields[0])
+    if tokens:
+        yield start, tokens
+
+
+def iter_unlabeled(path: Path, task: TaskConfig) -> Iterator[tuple[int, str | list[str]]]:
+    """The texts of an unlabelled pool file, streamed one at a time: (line number, text), or for NER
+    (line number, word tokens).
+
+    By extension: .csv/.tsv read `task.text_column` (other columns, a label among them, are
+    ignored); .jsonl reads `task.text_column` (NER: "tokens", else "text"); any other file is one
+    text a line, or for NER CoNLL (a tag column, if any, is ignored) when it is named .conll, .iob
+    or .bio or its lines look like it (`_looks_conll`). Blank lines and rows are skipped; every
+    problem is a DataError naming file:line.
+    """
+    path = Path(path)
+    _require_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        raise DataError(f"{path}: a pool file is read as a stream, one text at a time: use JSONL "
+                        "(one object a line), CSV, TSV, or plain text (one text a line)")
+    if suffix in (".csv", ".tsv"):
+        rows: Iterator[tuple[int, str | list[str]]] = _pool_delimited(path, task)
+    elif suffix == ".jsonl":
+        rows = _pool_jsonl(path, task)
+    elif task.type == "ner" and (suffix in (".conll", ".iob", ".bio") or _looks_conll(path)):
+        yield from _pool_conll(path)
+        return
+    else:
+        rows = ((number, line.strip()) for number, line in _lines(path) if line.strip())
+    for number, text in rows:
+        yield number, tokenize(text) if task.type == "ner" and isinstance(text, str) else text
 
 
 # ---------------------------------------------------------------------------------------------

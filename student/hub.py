@@ -7,6 +7,7 @@ only the cache); the rows become the same `Sample`s the file readers return.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from evokd.config import HubConfig, TaskConfig
 from evokd.core.extras import require
 from evokd.core.records import Sample
 from evokd.student.data import DataError, _classification_sample, _ner_record
+from evokd.student.pool import Entry, PoolSource
 
 
 def load_splits(hub: HubConfig) -> Any:
@@ -84,3 +86,33 @@ def read_hub(hub: HubConfig, task: TaskConfig) -> tuple[list[Sample], list[Sampl
     dev = read_split(splits, hub.dev_split, hub, task)
     test = read_split(splits, hub.test_split, hub, task) if hub.test_split else []
     return seed, dev, test
+
+
+def hub_pool_source(hub: HubConfig, task: TaskConfig) -> PoolSource:
+    """The split `hub.unlabeled_split` as a pool: its texts (NER: its token lists) streamed row by
+    row from the dataset's memory-mapped Arrow files, labels never read."""
+    assert hub.unlabeled_split
+    splits = load_splits(hub)
+    split = hub.unlabeled_split
+    if split not in splits:
+        raise DataError(f"data.hf {hub.path!r}: no split {split!r} (it has {', '.join(splits)})")
+    ds = splits[split]
+    where = f"{hub.path}[{split}]"
+    column = hub.tokens_column if task.type == "ner" else task.text_column
+    if column not in ds.column_names:
+        raise DataError(f"{where}: no column {column!r} (it has {', '.join(ds.column_names)})")
+    # The fingerprint names the dataset's content as `datasets` cached it (private, but stable
+    # across its versions); the cache files' names and sizes stand in where there is none.
+    fingerprint = getattr(ds, "_fingerprint", None) or ";".join(
+        f"{f['filename']}:{Path(f['filename']).stat().st_size}" for f in ds.cache_files)
+
+    def rows() -> Iterator[tuple[int, Entry]]:
+        for i, value in enumerate(ds.select_columns([column])):
+            text = value[column]
+            if task.type == "ner":
+                if text:  # an empty sentence (document separators in some copies)
+                    yield i, [str(t) for t in text]
+            elif isinstance(text, str) and text.strip():
+                yield i, text.strip()
+
+    return PoolSource(name=where, identity={"dataset": str(fingerprint), "split": split}, rows=rows, unit="row")

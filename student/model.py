@@ -259,7 +259,9 @@ class ClassifierStudent(_EncoderStudent):
         for row in logits.softmax(dim=-1).tolist():
             best = max(range(len(row)), key=row.__getitem__)
             probs = dict(zip(self.label_names, row, strict=True))
-            predictions.append(Prediction(label=self.label_names[best], probs=probs))
+            top = sorted(row, reverse=True)
+            predictions.append(Prediction(label=self.label_names[best], probs=probs,
+                                          margin=top[0] - top[1] if len(top) > 1 else 1.0))
         return predictions
 
     def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]:
@@ -319,16 +321,19 @@ class TaggerStudent(_EncoderStudent):
 
     def _decode(self, batch: list[Sample], encoding: BatchEncoding, logits: torch.Tensor) -> list[Prediction]:
         predictions = []
+        top = logits.softmax(dim=-1).topk(2, dim=-1).values
+        gaps = (top[..., 0] - top[..., 1]).tolist()
         for row, sample in enumerate(batch):
             tags = ["O"] * len(self._words(sample))
             best = logits[row].argmax(dim=-1).tolist()
-            previous = None
+            previous, margin = None, 1.0
             for position, word in enumerate(encoding.word_ids(row)):
                 if word is not None and word != previous:
                     tags[word] = self.label_names[best[position]]
+                    margin = min(margin, gaps[row][position])
                 previous = word
             # The head may emit I-X without a preceding X; normalise_bio turns that into B-X.
-            predictions.append(Prediction(tags=normalise_bio(tags)))
+            predictions.append(Prediction(tags=normalise_bio(tags), margin=margin))
         return predictions
 
     def score(self, samples: list[Sample], predictions: list[Prediction]) -> tuple[EvalReport, DevPredictions]:

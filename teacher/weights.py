@@ -17,6 +17,7 @@ from typing import BinaryIO
 from pydantic import BaseModel, ConfigDict
 
 from evokd.config import TeacherConfig
+from evokd.core.cache import cache_root
 
 _CHUNK = 8 * 1024 * 1024
 
@@ -73,14 +74,6 @@ WEIGHTS: dict[str, WeightSpec] = {
         ),
     )
 }
-
-
-def cache_root() -> Path:
-    """`$EVOKD_CACHE_DIR`, else `$XDG_CACHE_HOME/evokd`, else `~/.cache/evokd`."""
-    if override := os.environ.get("EVOKD_CACHE_DIR"):
-        return Path(override).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "evokd"
 
 
 def models_dir() -> Path:

@@ -232,5 +232,5 @@ def test_a_method_name_not_in_the_registry_is_a_one_line_error_before_anything_r
     line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("method"))
     assert result.exit_code == 1
     assert result.stderr.strip() == (f"error: {path}:{line}: loop.method: unknown method 'evkd'; one of static, "
-                                     "augment, evokd, evokd-paper, llm2llm")
+                                     "augment, evokd, evokd-paper, llm2llm, pool")
     assert not (tmp_path / "runs").exists()

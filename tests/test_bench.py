@@ -126,6 +126,8 @@ def test_registry_and_methods() -> None:
 
     base = harness.base_overrides("sst2", "quick", Path("/data/sst2"), Path("/tmp/runs"))
     assert 'data.seed="/data/sst2/train.tsv"' in base and "loop.max_tokens=6000" in base
+    assert 'data.unlabeled="/data/sst2/train.tsv"' in base  # the pool methods' texts, labels unread
+    assert {"pool-random", "pool", "pool+diverse"} <= set(harness.ABLATIONS)  # the full profile's
     for method, extra in harness.METHODS.items():
         cfg = load_config(harness.DATASETS["sentiment"].config, [*base, *(extra or []), "sampling.seed=14"])
         assert cfg.loop.max_tokens == 6000 and cfg.sampling.seed == 14, method
@@ -296,3 +298,28 @@ def test_bench_command_takes_a_config_path(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", str(ROOT / "examples/sentiment/config.toml"), "--data", "x"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 1 and "--data applies to the named benchmarks" in result.output
+
+
+def test_pool_methods_in_the_harness(tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVOKD_CACHE_DIR", str(tmp_path / "cache"))
+    teacher = BenchTeacher()
+    methods = ["pool-random", "pool", "pool+diverse"]
+    out = tmp_path / "out"
+    result = harness.run_benchmark(
+        "sentiment", methods, seeds=1, profile="quick", out_dir=out, runs_dir=tmp_path / "runs",
+        overrides=[f"student.model={json.dumps(str(tiny_model_dir))}", "student.max_length=32",
+                   "student.seed_epochs=2", "student.epochs_per_round=1", "loop.max_rounds=1",
+                   "loop.pool_per_round=4", "loop.pool_shortlist=20"],
+        chat_model_factory=lambda method: ScriptedChatModel(script=teacher),
+        console=Console(file=(tmp_path / "console.txt").open("w"), width=200))
+    runs = {r["method"]: r for r in result["runs"]}
+    assert set(runs) == set(methods) and not any(r.get("error") for r in runs.values())
+    assert all(r["tokens"] > 0 and r["rounds"] == 1 for r in runs.values())
+    for method in methods:
+        samples = [json.loads(x) for x in (Path(runs[method]["run_dir"]) / "samples.jsonl").read_text().splitlines()]
+        assert sum(s["intent"] == "pool" for s in samples) == 4, method
+    data = json.loads((out / "sentiment-quick.json").read_text())
+    assert data["comparisons"]["pool"]["minus_pool_random"]["n"] == 1
+    assert "minus_pool_random" not in data["comparisons"]["pool-random"]
+    assert "| pool+diverse | " in (out / "sentiment-quick.md").read_text()
+    assert "pool − pool-random" in (out / "sentiment-quick.md").read_text()

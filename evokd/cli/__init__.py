@@ -130,9 +130,13 @@ def _dry_run(cfg) -> None:
     where = f"data.hf {cfg.data.hf.path!r}" if cfg.data.uses_hub and cfg.data.hf else str(cfg.data.seed)
     console.print(f"config ok: {cfg.task.type}, {len(cfg.task.labels)} labels; {len(data.seed)} seed, "
                   f"{len(data.dev)} dev, {len(data.test)} test samples ({where}); prompts ok", highlight=False)
+    # What the method loaded for itself says what it holds (the pool method: its texts, what was dropped).
+    if (describe := getattr(prepared.method_data, "describe", None)) is not None:
+        console.print(describe(), highlight=False)
     teacher = cfg.llm.base_url or f"embedded {cfg.teacher.weights} (not started)"
     console.print(f"teacher: {cfg.llm.model} at {teacher}", highlight=False)
-    for line in estimate(cfg, data, prepared.prompts, prepared.method).lines():
+    for line in estimate(cfg, data, prepared.prompts, prepared.method,
+                                 method_data=prepared.method_data).lines():
         console.print(line, highlight=False, soft_wrap=True)
     console.print("dry run: nothing written", highlight=False)
 

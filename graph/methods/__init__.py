@@ -8,7 +8,7 @@ folder (its `Method`, its nodes, its estimate) and one line below.
 from __future__ import annotations
 
 from evokd.graph.method import Method
-from evokd.graph.methods import augment, evokd, evokd_paper, llm2llm, static
+from evokd.graph.methods import augment, evokd, evokd_paper, llm2llm, pool, static
 
 # In the order the benchmark lists them (its rows, table and plots).
 METHODS: dict[str, Method] = {method.name: method for method in (
@@ -17,6 +17,7 @@ METHODS: dict[str, Method] = {method.name: method for method in (
     evokd.METHOD,
     evokd_paper.METHOD,
     llm2llm.METHOD,
+    pool.METHOD,
 )}
 
 
