@@ -171,6 +171,10 @@ class LoopConfig(_Section):
     # label it was written for has at least `verifier_threshold`. An endpoint without
     # log-probabilities falls back to "json" with a warning. NER always uses "json".
     verifier: Literal["json", "probabilities"] = "json"
+    # evokd: the labels (NER: entity types) written for in a round, taken in turn from task.labels so
+    # that every label comes round again; 0: every label every round. With many types a round asks a
+    # Generator and a Verifier call per type, and a small budget buys one round and no loop.
+    labels_per_round: int = Field(0, ge=0)
     verifier_threshold: float = Field(0.5, gt=0, le=1)
     # evokd: each round replays every earlier accepted sample (false: a review sample of review_size,
     # as the paper and the baselines do).

@@ -84,8 +84,16 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                               weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
                               n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard)
 
-    written, calls = ask_in_turn(task.labels, write_for)
+    written, calls = ask_in_turn(labels_of_round(task.labels, state["round"], loop.labels_per_round), write_for)
     return {"candidates": [c for _, found in written for c in found], "calls": calls}
+
+
+def labels_of_round(labels: list[str], round: int, k: int) -> list[str]:
+    """Round r's k labels, in turn (round 1 from the first label); k = 0 or k >= len: all of them."""
+    if k <= 0 or k >= len(labels):
+        return list(labels)
+    start = (round - 1) * k
+    return [labels[(start + i) % len(labels)] for i in range(k)]
 
 
 def hardest(latest: list[Record], label: str, k: int, ner: bool, min_loss: float = 0.25) -> list[Record]:
@@ -188,7 +196,7 @@ def estimate(asks: Asks) -> None:
     """Per label a fresh Generator call for n texts, shown the diagnosis and the student's hardest
     texts; a diagnosis in a share of the rounds; the Verifier labels the hard texts (loop.verify)."""
     loop, task = asks.loop, asks.cfg.task
-    labels = len(task.labels)
+    labels = len(labels_of_round(task.labels, 1, loop.labels_per_round))
     gen = asks.messages("targeted", round=1, label=task.labels[0], weaknesses=["a few words of diagnosis"] * 3,
                         examples=asks.records(loop.show_errors), n_hard=loop.n_hard, n_easy=loop.n_easy,
                         keys=("tricky_label", "plain_label"))
