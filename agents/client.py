@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from evokd.agents.recording import Recording
 from evokd.config import LLMConfig
-from evokd.core.records import LLMCall
+from evokd.core.records import LLMCall, TokenChoice
 
 log = logging.getLogger("evokd.llm")
 
@@ -43,6 +43,14 @@ class StructuredOutputError(Exception):
     def __init__(self, message: str, calls: list[LLMCall] | None = None) -> None:
         super().__init__(message)
         self.calls = calls or []  # what the failed attempts cost
+
+
+class NoLogprobs(Exception):
+    """The endpoint answered without the token log-probabilities it was asked for."""
+
+    def __init__(self, message: str, calls: list[LLMCall] | None = None) -> None:
+        super().__init__(message)
+        self.calls = calls or []  # what asking cost
 
 
 class BudgetExhausted(Exception):
@@ -206,6 +214,7 @@ class TeacherClient:
         # samples, the checkpoints or the report: it is masked before anything else sees the reply.
         key = os.environ.get(cfg.api_key_env, "")
         self._secrets = [key] if len(key) >= 8 else []
+        self.no_logprobs: str | None = None  # why ask_tokens cannot work with this endpoint, once seen
 
     def ask(
         self,
@@ -244,17 +253,38 @@ class TeacherClient:
             f"{node}: no valid {schema.__name__} after {self.cfg.schema_retries + 1} attempts "
             f"(last error: {calls[-1].error})", calls)
 
-    def _call(self, messages: list[Message], schema: type[BaseModel], *, round: int, node: str,
-              attempt: int, prompt_file: str, prompt_sha256: str, temperature: float | None) -> LLMCall:
-        key = request_key(messages, schema.__name__)
+    def ask_tokens(self, messages: list[Message], *, round: int, node: str, max_tokens: int, top: int,
+                   prompt_file: str = "", prompt_sha256: str = "") -> LLMCall:
+        """A free-text reply read token by token with the `top` most likely alternatives at each
+        position (OpenAI's logprobs / top_logprobs, which llama.cpp's server returns too), at
+        temperature 0. Raises NoLogprobs when the endpoint gives none; the record is on the trace."""
+        if self.no_logprobs is not None:  # known since an earlier call: no need to pay to learn it again
+            raise NoLogprobs(self.no_logprobs)
+        options = {"logprobs": True, "top_logprobs": top, "max_tokens": max_tokens}
+        call = self._call(messages, None, round=round, node=node, attempt=0, prompt_file=prompt_file,
+                          prompt_sha256=prompt_sha256, temperature=0.0, options=options)
+        if call.logprobs is None:
+            call.error = "the endpoint returned no token log-probabilities"
+        self.on_call(call)
+        if call.logprobs is None:
+            self.no_logprobs = f"{self.base_url or 'the teacher endpoint'} returns no token log-probabilities"
+            raise NoLogprobs(self.no_logprobs, [call])
+        return call
+
+    def _call(self, messages: list[Message], schema: type[BaseModel] | None, *, round: int, node: str,
+              attempt: int, prompt_file: str, prompt_sha256: str, temperature: float | None,
+              options: dict[str, Any] | None = None) -> LLMCall:
+        schema_name = schema.__name__ if schema is not None else "logprobs"
+        key = request_key(messages, schema_name)
         started = time.time()
         record = LLMCall(round=round, node=node, attempt=attempt, request_key=key, messages=messages,
-                         schema_name=schema.__name__, prompt_file=prompt_file,
+                         schema_name=schema_name, prompt_file=prompt_file,
                          prompt_sha256=prompt_sha256, started_at=started, model=self.cfg.model)
         recording = self.recording
         old = recording.serve(record) if recording is not None else None
         if recording is not None and old is not None:
             record.reply, record.tokens_in, record.tokens_out = old.reply, old.tokens_in, old.tokens_out
+            record.logprobs = old.logprobs
             record.latency_s, record.from_record = old.latency_s, True
             if recording.mode == "resume":
                 # Paid by the interrupted run but not yet in the checkpointed usage: count it now.
@@ -266,7 +296,7 @@ class TeacherClient:
                 self.budget.charge(record.tokens_in, record.tokens_out)
             return record
         self.budget.check()
-        message = self._invoke_with_retries(messages, schema, record, temperature)
+        message = self._invoke_with_retries(messages, schema, record, temperature, options or {})
         usage = getattr(message, "usage_metadata", None) or {}
         reply = message.content if isinstance(message.content, str) else json.dumps(message.content)
         # A lone surrogate (a JSON "\\ud800" escape) would make every later write of the reply fail.
@@ -277,13 +307,16 @@ class TeacherClient:
         record.tokens_in = int(usage.get("input_tokens", 0))
         record.tokens_out = int(usage.get("output_tokens", 0))
         record.latency_s = time.time() - started
+        if options:
+            record.logprobs = read_logprobs(message)
         self.budget.charge(record.tokens_in, record.tokens_out)
         return record
 
-    def _invoke_with_retries(self, messages: list[Message], schema: type[BaseModel],
-                             record: LLMCall, temperature: float | None) -> BaseMessage:
-        fmt = structured_format(self.mode, schema)
+    def _invoke_with_retries(self, messages: list[Message], schema: type[BaseModel] | None,
+                             record: LLMCall, temperature: float | None, options: dict[str, Any]) -> BaseMessage:
+        fmt = structured_format(self.mode, schema) if schema is not None else None
         kwargs: dict[str, Any] = {"extra_body": {"response_format": fmt}} if fmt else {}
+        kwargs.update(options)
         if temperature is not None:
             kwargs["temperature"] = temperature
         if self.seed_base is not None:
@@ -308,6 +341,18 @@ class TeacherClient:
                 self.sleep(wait)
                 delay *= 2
         raise AssertionError("unreachable")
+
+
+def read_logprobs(message: BaseMessage) -> list[TokenChoice] | None:
+    """The reply's tokens and their top alternatives from langchain-openai's response metadata
+    (`logprobs.content[i].top_logprobs`); None when the endpoint sent none."""
+    content = ((getattr(message, "response_metadata", None) or {}).get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [TokenChoice(token=item.get("token", ""),
+                        top=[(alt.get("token", ""), float(alt.get("logprob", -100.0)))
+                             for alt in item.get("top_logprobs") or []])
+            for item in content]
 
 
 def _short_validation(exc: ValidationError) -> str:

@@ -26,6 +26,8 @@ VARIABLES: dict[str, set[str]] = {
                 "round"},
     "generator": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
     "verifier": {"task_description", "labels", "label_descriptions", "texts"},
+    # The Verifier asked for a label it answers in a word, read as probabilities (loop.verifier).
+    "verifier_probs": {"task_description", "labels", "label_descriptions", "texts"},
     "llm2llm": {"task_description", "labels", "label_descriptions", "example", "n"},
     "static": {"task_description", "labels", "label_descriptions", "label", "n", "round"},
     "augment": {"task_description", "labels", "label_descriptions", "example", "n", "round"},
@@ -40,6 +42,7 @@ FILES: list[tuple[str, str]] = [
     ("analyst", "system"), ("analyst", "user"),
     ("generator", "user"),
     ("verifier", "system"), ("verifier", "user"),
+    ("verifier_probs", "system"), ("verifier_probs", "user"),
     ("llm2llm", "system"), ("llm2llm", "user"),
     ("static", "system"), ("static", "user"),
     ("augment", "system"), ("augment", "user"),

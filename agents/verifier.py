@@ -50,6 +50,7 @@ class Verdict(BaseModel):
     tokens: list[str] | None = None
     tags: list[str] | None = None
     reason: str | None = None  # why it is rejected; None: accepted
+    p: float | None = None  # the Verifier's probability of the label, when it was read as one
 
     @property
     def accepted(self) -> bool:

@@ -41,6 +41,14 @@ class RunHeader(_Record):
     resumed: bool = False
 
 
+class TokenChoice(BaseModel):
+    """One position of a reply read with token log-probabilities: the token the teacher wrote and
+    its top alternatives as (token, log-probability) pairs."""
+
+    token: str
+    top: list[tuple[str, float]]
+
+
 class LLMCall(_Record):
     kind: Literal["llm_call"] = "llm_call"
     round: int
@@ -65,6 +73,9 @@ class LLMCall(_Record):
     # Served from the trace of a run that paid for it and counted here as there: on --resume (the
     # interrupted run), on replay --rerun (the replayed run, so its budget stops the rerun alike).
     paid_before_resume: bool = False
+    # A call that asked for token log-probabilities (the Verifier reading label probabilities): its
+    # reply token by token, recorded so that a resume or replay reads the same probabilities.
+    logprobs: list[TokenChoice] | None = None
 
 
 class NodeTurn(_Record):
@@ -107,6 +118,9 @@ class SampleRecord(BaseModel):
     predicted: str | list[str] | None = None
     # Classification: the probability the student gave this sample's label at that moment.
     confidence: float | None = None
+    # The Verifier's probability of this sample's label, when it read label probabilities
+    # (loop.verifier = "probabilities"); the final fit may weight the sample by it.
+    teacher_p: float | None = None
     method: str = "evokd"
     # pool: the text's row in the pool index, and where it comes from (file:line, dataset row).
     row: int | None = None

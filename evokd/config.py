@@ -172,6 +172,17 @@ class LoopConfig(_Section):
     # ones the student (before training on them) labels otherwise, as generator and student agreeing
     # is already two votes; "hard": the hard ones; "all": every text.
     verify: Literal["contested", "hard", "all"] = "hard"
+    # evokd, classification: how the Verifier answers. "json": a JSON object of labels (a text it
+    # finds mixed is "none"). "probabilities": each text's label in a word, its probability read
+    # from the teacher's token log-probabilities (agents/verifier_probs.py); a text is kept when the
+    # label it was written for has at least `verifier_threshold`. An endpoint without
+    # log-probabilities falls back to "json" with a warning. NER always uses "json".
+    verifier: Literal["json", "probabilities"] = "json"
+    # evokd: the labels (NER: entity types) written for in a round, taken in turn from task.labels so
+    # that every label comes round again; 0: every label every round. With many types a round asks a
+    # Generator and a Verifier call per type, and a small budget buys one round and no loop.
+    labels_per_round: int = Field(0, ge=0)
+    verifier_threshold: float = Field(0.5, gt=0, le=1)
     # evokd: each round replays every earlier accepted sample (false: a review sample of review_size,
     # as the paper and the baselines do).
     replay_all: bool = False

@@ -2,10 +2,11 @@
 
 A scripted teacher answers by the reply schema the call asks for (the LLMCall's `schema_name`:
 `AnalystReply`, `GeneratorReply`, `VerifierReply`, `NerVerifierReply`, `LabelledGeneratorReply`,
-`TextsReply`, `AugmenterReply`), never by the prompt's wording, so rewording a template does not
-break a graph test. `ScriptedChatModel` hands the name to a script that takes a `schema` argument;
-tests/fake_teacher.py reads it from the request's `response_format`. Each schema is answered by
-the method named after it: `AnalystReply` -> `analyst_reply(messages)`.
+`TextsReply`, `AugmenterReply`; `logprobs` for a reply read with token log-probabilities), never
+by the prompt's wording, so rewording a template does not break a graph test. `ScriptedChatModel`
+hands the name to a script that takes a `schema` argument; tests/fake_teacher.py reads it from
+the request's `response_format`. Each schema is answered by the method named after it:
+`AnalystReply` -> `analyst_reply(messages)`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import re
 from collections.abc import Callable
 from typing import ClassVar
+
+from evokd.agents.scripted import TokenReply
 
 POSITIVE = re.compile(r"\b(good|great|love|loved|superb|delight)", re.I)
 GAZETTEER = {"Maria Lopez": "PER", "Oslo": "LOC", "Nordic Bank": "ORG", "Olympics": "MISC", "Tom Reed": "PER"}
@@ -63,6 +66,7 @@ class SentimentTeacher(ScriptedTeacher):
         self.verifier_reply_text: str | None = None
         self.label_fn: Callable[[list[str]], list[str]] | None = None
         self.seen_verifier_prompts: list[str] = []
+        self.label_p = 0.9  # the probability the Verifier gives its label, read as log-probabilities
 
     def analyst_reply(self, messages: list) -> str:
         self.round += 1
@@ -101,6 +105,23 @@ class SentimentTeacher(ScriptedTeacher):
             "positive" if POSITIVE.search(t) and "Not" not in t and "nothing" not in t else "negative"
             for t in texts]
         return json.dumps({str(i): label for i, label in enumerate(labels, start=1)})
+
+    def logprobs(self, messages: list) -> TokenReply:
+        """The Verifier asked for a label in a word (agents/verifier_probs.py): "1: label" lines for
+        numbered texts, else the label alone; the label's token is `label_p` sure of itself."""
+        self.seen_verifier_prompts.append(str(messages[-1].content))
+        texts = numbered_texts(messages) or [str(messages[-1].content)]
+        labels = self.label_fn(texts) if self.label_fn else [
+            "positive" if POSITIVE.search(t) and "Not" not in t and "nothing" not in t else "negative"
+            for t in texts]
+        other = {"positive": " negative", "negative": " positive"}
+        tokens: list[dict[str, float]] = []
+        for i, label in enumerate(labels, start=1):
+            if len(texts) > 1 or numbered_texts(messages):
+                tokens += [{str(i): 1.0}, {":": 1.0}]
+            tokens.append({f" {label}": self.label_p, other.get(label, " none"): 1 - self.label_p})
+            tokens.append({"\n": 1.0})
+        return TokenReply(tokens)
 
 
 SUBJECTS = ["film", "hotel", "concert", "novel", "album", "dinner", "series", "play", "museum", "game", "cafe",

@@ -19,7 +19,7 @@ from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
 from evokd.core.records import LLMCall
 from evokd.core.trace import read_trace
-from evokd.graph.methods.evokd import analyst, hardest, near_duplicates
+from evokd.graph.methods.evokd import analyst, hardest, labels_of_round, near_duplicates
 from evokd.graph.runner import execute
 
 
@@ -183,6 +183,22 @@ def test_ner_default_loop(tmp_path: Path, tiny_model_dir: Path) -> None:
     accepted = [s for s in generated if s["accepted"]]
     assert accepted and all(len(s["tokens"]) == len(s["tags"]) for s in accepted)
     assert any("B-ORG" in s["tags"] and "B-LOC" in s["tags"] for s in accepted)
+
+
+def test_labels_per_round_takes_the_types_in_turn(tmp_path: Path, tiny_model_dir: Path) -> None:
+    assert labels_of_round(["A", "B", "C"], 1, 2) == ["A", "B"]
+    assert labels_of_round(["A", "B", "C"], 2, 2) == ["C", "A"]
+    assert labels_of_round(["A", "B", "C"], 5, 0) == labels_of_round(["A", "B", "C"], 5, 3) == ["A", "B", "C"]
+    cfg = load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="evokd"', "loop.max_rounds=3",
+                                                             "loop.dedup_cosine=1.0", "loop.labels_per_round=2"])
+    result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
+    asked = {}
+    for call in calls_of(result.run):
+        if call.node == "generator":
+            asked.setdefault(call.round, []).append(
+                next(t for t in cfg.task.labels if f"tricky_{t}" in call.messages[-1]["content"]))
+    # Two Generator calls a round instead of four, every type asked for in turn.
+    assert asked == {1: ["PER", "ORG"], 2: ["LOC", "MISC"], 3: ["PER", "ORG"]}
 
 
 def test_ner_static_and_augment(tmp_path: Path, tiny_model_dir: Path) -> None:

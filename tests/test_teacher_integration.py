@@ -78,3 +78,29 @@ def test_real_server_returns_schema_constrained_json(small_gguf: Path, tmp_path:
     content = reply["choices"][0]["message"]["content"]
     review = Review.model_validate_json(content)
     assert review.text.strip()
+
+
+def test_real_server_gives_label_probabilities(small_gguf: Path, tmp_path: Path) -> None:
+    """loop.verifier = "probabilities" against llama_cpp.server: every text, batched or asked alone,
+    gets a distribution over the labels read from the reply's token log-probabilities."""
+    from evokd.agents.client import TeacherClient, make_chat_model
+    from evokd.agents.prompts import PromptSet
+    from evokd.agents.verifier_probs import read_labels
+    from evokd.config import LLMConfig, TaskConfig
+
+    task = TaskConfig(labels=["negative", "positive"], description="the sentiment of reviews")
+    texts = ["I loved it, a wonderful and moving film.", "Terrible. I hated every minute of it.",
+             "Great food, great service, we will come back!", "Awful, boring and far too long."]
+    with TeacherServer(small_gguf, tmp_path, n_ctx=2048, startup_timeout=300) as server:
+        cfg = LLMConfig(base_url=server.base_url, model=server.model_alias)
+        teacher = TeacherClient(make_chat_model(cfg, server.base_url), cfg, mode="json_object_schema",
+                                base_url=server.base_url)
+        batched = read_labels(teacher, PromptSet("classification"), task, texts, round=0, batch_size=4)
+        alone = read_labels(teacher, PromptSet("classification"), task, texts[:2], round=0, batch_size=1)
+    for read in (batched, alone):
+        assert all(c.logprobs for c in read.calls)
+        named = [d for d in read.distributions if d is not None]
+        assert named and all(abs(sum(d.values()) - 1) < 1e-6 for d in named)
+    gold = ["positive", "negative", "positive", "negative"]
+    said = [max(d, key=lambda k: d[k]) if d else None for d in batched.distributions]
+    assert sum(s == g for s, g in zip(said, gold, strict=True)) >= 3, said

@@ -9,13 +9,15 @@ teacher tokens per sample than the paper's.
 - generator: per label, a fresh call for hard and easy texts written *for* that label, shown the
   diagnosis and the student's highest-loss texts of the label to vary.
 - verifier: the cheap checks, near-duplicates by sentence embedding, then the hard texts labelled
-  blind; a text is kept when the Verifier's label is the one it was written for.
+  blind; a text is kept when the Verifier's label is the one it was written for (with
+  `loop.verifier = "probabilities"`: when that label's probability reaches `loop.verifier_threshold`).
 - trainer: continue training on the new texts, the seed set and a review sample (or, with
   `loop.replay_all`, every earlier accepted sample).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from typing import Any
@@ -24,9 +26,12 @@ from langgraph.runtime import Runtime
 
 from evokd.agents.analyst import dev_metrics, diagnose
 from evokd.agents.ask import Answer, ask_in_turn
+from evokd.agents.client import NoLogprobs
 from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import confirm_texts, judge_entities
+from evokd.agents.verifier_probs import confirm_by_probability
 from evokd.config import LoopConfig
+from evokd.core.records import LLMCall
 from evokd.core.samples import Record, as_rows, for_analyst, is_correct, prechecked, predicted_value, to_sample
 from evokd.graph.context import Context
 from evokd.graph.estimate import Asks
@@ -34,6 +39,8 @@ from evokd.graph.method import BenchRow, Method, Step, Training
 from evokd.graph.state import RunState
 from evokd.graph.steps import trainer
 from evokd.student.protocol import Student
+
+log = logging.getLogger("evokd.graph")
 
 
 def round_steps(loop: LoopConfig) -> list[Step]:
@@ -77,8 +84,16 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                               weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
                               n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard)
 
-    written, calls = ask_in_turn(task.labels, write_for)
+    written, calls = ask_in_turn(labels_of_round(task.labels, state["round"], loop.labels_per_round), write_for)
     return {"candidates": [c for _, found in written for c in found], "calls": calls}
+
+
+def labels_of_round(labels: list[str], round: int, k: int) -> list[str]:
+    """Round r's k labels, in turn (round 1 from the first label); k = 0 or k >= len: all of them."""
+    if k <= 0 or k >= len(labels):
+        return list(labels)
+    start = (round - 1) * k
+    return [labels[(start + i) % len(labels)] for i in range(k)]
 
 
 def hardest(latest: list[Record], label: str, k: int, ner: bool, min_loss: float = 0.25) -> list[Record]:
@@ -131,15 +146,28 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         check = [i for i in open_ if loop.verify == "all" or records[i].intent == "hard"]
     # Shuffled so that a batch's order says nothing about the labels its texts were written for.
     random.Random(ctx.cfg.sampling.seed + state["round"]).shuffle(check)
-    confirmed = confirm_texts(ctx.teacher, ctx.prompts, task, [records[i].text for i in check],
-                              [candidates[i]["annotation"] for i in check], round=state["round"],
-                              batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
-                              temperature=ctx.cfg.llm.verifier_temperature)
-    for i, verdict in zip(check, confirmed.verdicts, strict=True):
-        records[i].reason = verdict.reason
+    texts, intended = [records[i].text for i in check], [candidates[i]["annotation"] for i in check]
+    calls: list[LLMCall] = []
+    verdicts = None
+    if loop.verifier == "probabilities" and not ner:
+        try:
+            confirmed = confirm_by_probability(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
+                                               batch_size=loop.verifier_batch_size,
+                                               threshold=loop.verifier_threshold)
+            verdicts = confirmed.verdicts
+        except NoLogprobs as exc:
+            calls += exc.calls
+            log.warning("%s; the Verifier answers in JSON instead (loop.verifier = \"json\")", exc)
+    if verdicts is None:
+        confirmed = confirm_texts(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
+                                  batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
+                                  temperature=ctx.cfg.llm.verifier_temperature)
+        verdicts = confirmed.verdicts
+    for i, verdict in zip(check, verdicts, strict=True):
+        records[i].reason, records[i].teacher_p = verdict.reason, verdict.p
     for record in records:
         record.accepted = record.reason is None
-    return {"batch": as_rows(records), "calls": confirmed.calls}
+    return {"batch": as_rows(records), "calls": calls + confirmed.calls}
 
 
 def near_duplicates(texts: list[str], kept: list[str], encoder: Student, threshold: float) -> list[str | None]:
@@ -168,7 +196,7 @@ def estimate(asks: Asks) -> None:
     """Per label a fresh Generator call for n texts, shown the diagnosis and the student's hardest
     texts; a diagnosis in a share of the rounds; the Verifier labels the hard texts (loop.verify)."""
     loop, task = asks.loop, asks.cfg.task
-    labels = len(task.labels)
+    labels = len(labels_of_round(task.labels, 1, loop.labels_per_round))
     gen = asks.messages("targeted", round=1, label=task.labels[0], weaknesses=["a few words of diagnosis"] * 3,
                         examples=asks.records(loop.show_errors), n_hard=loop.n_hard, n_easy=loop.n_easy,
                         keys=("tricky_label", "plain_label"))
@@ -183,19 +211,26 @@ def estimate(asks: Asks) -> None:
     checked = {"hard": loop.n_hard, "all": asks.n, "contested": asks.n // 2}[loop.verify] * labels
     if checked:
         batch = loop.verifier_batch_size
-        verify = asks.messages("verifier", texts=[r["text"] for r in asks.records(min(batch, checked))])
+        probabilities = loop.verifier == "probabilities" and task.type == "classification"
+        verify = asks.messages("verifier_probs" if probabilities else "verifier",
+                               texts=[r["text"] for r in asks.records(min(batch, checked))])
         per_round: float = math.ceil(checked / batch)
         if loop.verify == "hard" and loop.hard_from_errors:
             # Round 1 has no wrong texts to vary, so no hard ones: an average share of the later rounds'.
             per_round = round(per_round * max(loop.max_rounds - 1, 0) / max(loop.max_rounds, 1), 3)
-        asks.call("verifier", per_round, verify, min(batch, checked) * asks.per_label + 4)
+        # A label in a word per text ("3: positive"), or a label and its key in JSON.
+        per_text = 4 if probabilities else asks.per_label
+        asks.call("verifier", per_round, verify, min(batch, checked) * per_text + 4)
 
 
 METHOD = Method(
     name="evokd",
     round=round_steps,
-    prompts=lambda loop: ["diagnosis.user", "targeted.user", "verifier.user"],
+    # verifier.user too with probabilities: the JSON Verifier is the fallback (and NER's).
+    prompts=lambda loop: ["diagnosis.user", "targeted.user", "verifier.user",
+                          *(["verifier_probs.user"] if loop.verifier == "probabilities" else [])],
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
-    bench=(BenchRow("evokd"),),
+    # evokd+probs: the same loop with the Verifier reading label probabilities (NER rows: as evokd).
+    bench=(BenchRow("evokd"), BenchRow("evokd+probs", ('loop.verifier="probabilities"',))),
 )
