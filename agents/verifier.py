@@ -59,7 +59,7 @@ class Verdict(BaseModel):
     def apply_to(self, record: SampleRecord) -> None:
         """The sample record gets the verdict's annotation, reason and acceptance."""
         record.label, record.tokens, record.tags, record.reason = self.label, self.tokens, self.tags, self.reason
-        record.accepted = self.accepted
+        record.teacher_p, record.accepted = self.p, self.accepted
 
 
 def check_label(label: str | None, labels: list[str]) -> tuple[str | None, str | None]:

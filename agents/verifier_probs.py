@@ -130,6 +130,25 @@ def confirm_by_probability(teacher: TeacherClient, prompts: PromptSet, task: Tas
     return Labelled(verdicts, read.calls)
 
 
+def label_by_probability(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *,
+                         round: int, batch_size: int, threshold: float) -> Labelled:
+    """Blind labelling with label probabilities (the pool's Verifier): each text gets its most likely
+    label, kept when that label has at least `threshold`; each verdict carries its probability."""
+    read = read_labels(teacher, prompts, task, texts, round=round, batch_size=batch_size)
+    verdicts = []
+    for distribution, asked in zip(read.distributions, read.asked, strict=True):
+        if not asked:
+            verdicts.append(Verdict(reason="teacher budget spent before labelling"))
+        elif distribution is None:
+            verdicts.append(Verdict(reason="the Verifier named no label"))
+        else:
+            label = max(distribution, key=lambda name: distribution[name])
+            p = distribution[label]
+            reason = None if p >= threshold else f"the Verifier is unsure: {label!r} p={p:.2f} (< {threshold})"
+            verdicts.append(Verdict(label=label, p=round_p(p), reason=reason))
+    return Labelled(verdicts, read.calls)
+
+
 def round_p(p: float) -> float:
     return float(f"{p:.4g}")  # four figures: samples.jsonl stays readable
 

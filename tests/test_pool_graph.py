@@ -78,6 +78,24 @@ def test_a_pool_run_labels_the_picked_texts_and_trains_on_them(tmp_path: Path, t
     assert (run.root / "report.html").is_file() and "pool" in run.summary.read_text()
 
 
+def test_a_pool_labelled_with_probabilities_keeps_the_sure_labels(tmp_path: Path, tiny_model_dir: Path) -> None:
+    teacher = SentimentTeacher()
+    cfg = pool_config(tmp_path / "a", tiny_model_dir, max_rounds=1, verifier="probabilities")
+    picked = [s for s in samples_of(execute(cfg, chat_model=ScriptedChatModel(script=teacher)).run)
+              if s["intent"] == "pool"]
+    # The scripted Verifier is 0.9 sure of each keyword label: kept, with that probability.
+    assert len(picked) == 6 and all(s["accepted"] and s["teacher_p"] == pytest.approx(0.9) for s in picked)
+    assert all(s["label"] in ("negative", "positive") for s in picked)
+    unsure = SentimentTeacher()
+    unsure.label_p = 0.55
+    cfg = pool_config(tmp_path / "b", tiny_model_dir, max_rounds=1, verifier="probabilities",
+                      verifier_threshold=0.6)
+    picked = [s for s in samples_of(execute(cfg, chat_model=ScriptedChatModel(script=unsure)).run)
+              if s["intent"] == "pool"]
+    assert picked and not any(s["accepted"] for s in picked)
+    assert all("the Verifier is unsure" in s["reason"] for s in picked)
+
+
 def test_uncertainty_picks_what_the_student_doubts_and_random_does_not_look(tmp_path: Path,
                                                                             tiny_model_dir: Path) -> None:
     by_query = {}

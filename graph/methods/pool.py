@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 from langgraph.runtime import Runtime
 
+from evokd.agents.client import NoLogprobs
 from evokd.agents.verifier import Labelled, label_texts
+from evokd.agents.verifier_probs import label_by_probability
 from evokd.config import LoopConfig, RunConfig
 from evokd.core.bio import entities
 from evokd.core.records import Sample, SampleRecord
@@ -184,8 +186,22 @@ def pick(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def label_pool(ctx: Context, texts: list[str], round: int) -> Labelled:
-    """The one place the pool's texts get their labels: the Verifier, blind, in batches (a Verifier
-    that returns label probabilities replaces this call)."""
+    """The one place the pool's texts get their labels: the Verifier, blind, in batches. With
+    `loop.verifier = "probabilities"` (classification) it reads each text's label distribution and
+    a text is kept with its most likely label when that label reaches `loop.verifier_threshold`."""
+    loop, task = ctx.cfg.loop, ctx.cfg.task
+    if loop.verifier == "probabilities" and task.type == "classification":
+        try:
+            return label_by_probability(ctx.teacher, ctx.prompts, task, texts, round=round,
+                                        batch_size=loop.verifier_batch_size, threshold=loop.verifier_threshold)
+        except NoLogprobs as exc:
+            log.warning("%s; the Verifier answers in JSON instead (loop.verifier = \"json\")", exc)
+            fallback = label_pool_json(ctx, texts, round)
+            return Labelled(fallback.verdicts, [*exc.calls, *fallback.calls])
+    return label_pool_json(ctx, texts, round)
+
+
+def label_pool_json(ctx: Context, texts: list[str], round: int) -> Labelled:
     return label_texts(ctx.teacher, ctx.prompts, ctx.cfg.task, texts, round=round,
                        batch_size=ctx.cfg.loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
                        temperature=ctx.cfg.llm.verifier_temperature)
@@ -221,8 +237,9 @@ def estimate(asks: Asks) -> None:
     pool = asks.method_data
     preview = pool.preview(asks.cfg.sampling.seed) if isinstance(pool, Pool) else asks.seed
     texts = [shown(preview[i % len(preview)], loop.max_text_chars).text for i in range(min(batch, n))]
-    verify = asks.messages("verifier", texts=texts)
-    asks.call("verifier", math.ceil(n / batch), verify, min(batch, n) * asks.per_label + 4)
+    probabilities = loop.verifier == "probabilities" and asks.cfg.task.type == "classification"
+    verify = asks.messages("verifier_probs" if probabilities else "verifier", texts=texts)
+    asks.call("verifier", math.ceil(n / batch), verify, min(batch, n) * (4 if probabilities else asks.per_label) + 4)
 
 
 def check(cfg: RunConfig) -> tuple[str, str] | None:
@@ -235,7 +252,7 @@ def check(cfg: RunConfig) -> tuple[str, str] | None:
 METHOD = Method(
     name="pool",
     round=round_steps,
-    prompts=lambda loop: ["verifier.user"],
+    prompts=lambda loop: ["verifier.user", *(["verifier_probs.user"] if loop.verifier == "probabilities" else [])],
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     stop=exhausted,
