@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 SCHEMA_VERSION = 1
 # The headline number the loop optimises, by task type: what every summary, table and plot calls it.
@@ -139,6 +139,20 @@ class Sample(BaseModel):
     label: str | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
+    # How much the sample counts in the training loss (0 leaves it out), e.g. how sure a Verifier was.
+    weight: float = Field(1.0, ge=0)
+    # Classification: a label distribution to train towards instead of `label` alone (soft target);
+    # `label` stays the sample's hard label (scores, predictions, the trace). NER trains on hard tags.
+    soft_label: dict[str, float] | None = None
+
+    @field_validator("soft_label")
+    @classmethod
+    def _a_distribution(cls, soft: dict[str, float] | None) -> dict[str, float] | None:
+        if soft is None:
+            return None
+        if not soft or any(p < 0 for p in soft.values()) or abs(sum(soft.values()) - 1) > 1e-3:
+            raise ValueError(f"soft_label must be non-negative probabilities summing to 1, got {soft}")
+        return soft
 
 
 class Prediction(BaseModel):

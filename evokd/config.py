@@ -138,6 +138,29 @@ class StudentConfig(_Section):
     seed: int = 42
 
 
+class FinalFitConfig(_Section):
+    """The final fit's recipe: a fresh student trained once on the seed set and every accepted
+    sample, its stopping point chosen on dev, its probabilities calibrated on dev. The defaults were
+    chosen on dev across SST-2, IMDB, CoNLL04 and CoNLL-2003 gold sets and noisy small pools
+    (benchmarks/student_recipe.py, docs/method.md "The student recipe and the final fit")."""
+
+    # At most this many epochs; the rate schedule spans all of them.
+    epochs: int = Field(10, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    # "linear": warmup over warmup_ratio of the steps, then linear decay to zero; or "constant".
+    lr_schedule: Literal["constant", "linear"] = "linear"
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    batch_size: int = Field(16, ge=1)
+    # Share of each target spread evenly over every class (0: plain cross-entropy).
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Dev F1 after every epoch; stop after this many epochs without a gain above min_delta, and keep
+    # the weights of the best epoch.
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    # Temperature scaling on dev after the stop, so predicted probabilities match dev accuracy.
+    calibrate: bool = True
+
+
 class LoopConfig(_Section):
     # evokd (default) and evokd-paper: Analyst + Generator + Verifier + Trainer. evokd-paper is the
     # paper's loop as published (the Generator continues the Analyst's conversation and writes
@@ -273,6 +296,7 @@ class RunConfig(_Section):
     sampling: SamplingConfig = SamplingConfig()
     student: StudentConfig = StudentConfig()
     loop: LoopConfig = LoopConfig()
+    final_fit: FinalFitConfig = FinalFitConfig()
     llm: LLMConfig = LLMConfig()
     teacher: TeacherConfig = TeacherConfig()
     tracking: TrackingConfig = TrackingConfig()
