@@ -115,24 +115,25 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, needed: bool, say
 
 
 def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
-    """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
-    `full`: up to `full_samples` gold training samples, never a dev or test text."""
-    from evokd.student.model import build_student  # torch, transformers: only for the runs without a teacher
+    """A final fit (`[final_fit]`: a fresh student, its stopping point chosen on dev, calibrated on
+    dev; student/final_fit.py) on gold data only. `no-aug`: the seed set. `full`: up to
+    `full_samples` gold training samples, never a dev or test text."""
+    from evokd.student.final_fit import final_fit  # torch, transformers: only for the runs without a teacher
 
     data = load_task_data(cfg)
     if method == "no-aug":
-        train, epochs = data.seed, cfg.student.seed_epochs
+        train = data.seed
     else:
         pool = [s for s in gold_pool(cfg) if normalise(s.text) not in data.eval_keys]
-        train, epochs = cap(pool, settings.full_samples, cfg.sampling.seed), settings.full_epochs
+        train = cap(pool, settings.full_samples, cfg.sampling.seed)
     started = time.time()
-    student = build_student(cfg.task, cfg.student)
-    student.fit(train, epochs=epochs, seed=cfg.student.seed)
-    dev = student.evaluate(data.dev)
+    student, report = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev, seed=cfg.student.seed)
     test = student.evaluate(data.test) if data.test else None
-    return {"dev_f1": dev.f1, "seed_f1": dev.f1, "test_f1": test.f1 if test else None, "tokens": 0, "rounds": None,
-            "train_size": len(train), "curve": [[0, dev.f1]],
-            "per_class": per_class_f1((test or dev).model_dump(mode="json")),
+    dev = report.dev_f1
+    return {"dev_f1": dev, "seed_f1": dev, "test_f1": test.f1 if test else None, "tokens": 0, "rounds": None,
+            "train_size": len(train), "curve": [[0, dev]],
+            "per_class": per_class_f1((test or student.evaluate(data.dev)).model_dump(mode="json")),
+            "final_fit": report.model_dump(mode="json"),
             "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
 
 
