@@ -144,8 +144,11 @@ class FinalFitConfig(_Section):
     chosen on dev across SST-2, IMDB, CoNLL04 and CoNLL-2003 gold sets and noisy small pools
     (benchmarks/student_recipe.py, docs/method.md "The student recipe and the final fit")."""
 
-    # At most this many epochs; the rate schedule spans all of them.
+    # At most this many epochs, and dev is scored after each; the rate schedule spans all of them.
     epochs: int = Field(10, ge=1)
+    # A small training set gets more epochs, so that the fit lasts at least this many steps; dev is
+    # then scored every few epochs, about `epochs` times in all.
+    min_steps: int = Field(0, ge=0)
     learning_rate: float = Field(1e-4, gt=0)
     # "linear": warmup over warmup_ratio of the steps, then linear decay to zero; or "constant".
     lr_schedule: Literal["constant", "linear"] = "linear"
@@ -153,8 +156,7 @@ class FinalFitConfig(_Section):
     batch_size: int = Field(16, ge=1)
     # Share of each target spread evenly over every class (0: plain cross-entropy).
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    # Dev F1 after every epoch; stop after this many epochs without a gain above min_delta, and keep
-    # the weights of the best epoch.
+    # Stop after this many dev scores without a gain above min_delta, and keep the weights of the best.
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
     # Temperature scaling on dev after the stop, so predicted probabilities match dev accuracy.

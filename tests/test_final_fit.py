@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from evokd.config import ConfigError, FinalFitConfig, StudentConfig, TaskConfig, load_config
 from evokd.core.records import Sample
 from evokd.student.calibration import expected_calibration_error, fit_temperature, nll
-from evokd.student.final_fit import final_fit
+from evokd.student.final_fit import final_fit, schedule
 from evokd.student.model import ClassifierStudent, TaggerStudent, build_student, load_student, training_loss
 
 SENTIMENT = TaskConfig(labels=["negative", "positive"])
@@ -248,6 +248,15 @@ def test_final_fit_calibrates_on_dev_and_is_reproducible(knows_the_task: Path, t
     assert again.predict(dev) == student.predict(dev)
     with pytest.raises(ValueError, match="no dev samples"):
         final_fit(SENTIMENT, tiny(knows_the_task), recipe, train, [], seed=5)
+
+
+def test_a_small_set_gets_more_epochs_and_fewer_dev_scores(knows_the_task: Path) -> None:
+    recipe = FinalFitConfig(epochs=2, min_steps=20, learning_rate=1e-3, batch_size=8, patience=5, calibrate=False)
+    assert schedule(recipe, 16) == (10, 5)  # 2 steps an epoch: 10 epochs, dev scored after 5 and 10
+    assert schedule(recipe, 1000) == (2, 1)  # 125 steps an epoch already pass min_steps
+    assert schedule(recipe.model_copy(update={"epochs": 3}), 16) == (10, 4)  # scored after 4, 8 and the last, 10
+    _, report = final_fit(SENTIMENT, tiny(knows_the_task), recipe, TEXTS, TEXTS, seed=0)
+    assert (report.scored_at, report.steps, report.max_epochs) == ([5, 10], 20, 10)
 
 
 def test_final_fit_config_section(tmp_path: Path, tiny_model_dir: Path) -> None:
