@@ -208,6 +208,23 @@ class DevPredictions(BaseModel):
     entity_counts: list[tuple[int, int, int]] = []
 
 
+class FinalFitResult(BaseModel):
+    """The final fit of a run (graph/final_fit.py): a fresh student on the seed set and every
+    accepted sample, stopped at its best dev epoch and calibrated on dev; it ships as student/."""
+
+    train_size: int
+    dev_f1: float
+    test_f1: float | None = None
+    best_epoch: int
+    epochs_run: int
+    max_epochs: int
+    # The temperature folded into the head, and dev expected calibration error before and after it.
+    temperature: float
+    dev_ece_before: float
+    dev_ece_after: float
+    seconds: float
+
+
 class RunResult(BaseModel):
     """result.json, written by the `finish` node (graph/finish.py); summary.md is rendered from it."""
 
@@ -229,7 +246,10 @@ class RunResult(BaseModel):
     seed_f1: float
     best_round: int
     best_f1: float
+    # Test F1 of the best round's student (whatever the final fit did).
     test_f1: float | None = None
+    # None: loop.final_fit = false (student/ is the best round's), or a run of evokd 0.2.
+    final_fit: FinalFitResult | None = None
     accepted: int
     rejected: int
     tokens_in: int

@@ -47,4 +47,7 @@ class RunState(TypedDict, total=False):
     usage: Annotated[dict[str, float], add_numbers]
     stop_reason: str | None
     stop_detail: str  # why a budget stop came early, e.g. "a round costs about 900 tokens, 400 left"
+    # The final fit's report (student/final_fit.py FitReport, without its recipe): graph/final_fit.py.
+    final_fit: dict[str, Any]
     test: dict[str, Any] | None
+    final_test: dict[str, Any] | None
