@@ -26,7 +26,7 @@ def original(tmp_path: Path, tiny_model_dir: Path):
 
 def test_rerun_reproduces_every_round(original, tmp_path: Path) -> None:
     result, diffs = replay.rerun(original.root, out=tmp_path / "rerun")
-    assert [d.round for d in diffs] == [0, 1, 2]
+    assert [d.round for d in diffs] == [0, 1, 2, None]
     assert all(d.same for d in diffs), diffs
     calls = [r for r in read_trace(result.run.trace) if isinstance(r, LLMCall)]
     assert calls and all(c.from_record for c in calls)  # no live teacher was asked
