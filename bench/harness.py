@@ -160,11 +160,10 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     usage = state.get("usage", {})
     test, final_test, final = state.get("test"), state.get("final_test"), state.get("final_fit")
     return {
+        "dev_f1": state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
         # The run's score is its shipped student's: the final fit's when there is one.
-        "dev_f1": final["dev_f1"] if final else state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
         "test_f1": (final_test or test or {}).get("f1"),
-        "best_round_dev_f1": state.get("best_f1"), "best_round_test_f1": test["f1"] if test else None,
-        "final_fit": final,
+        "best_round_test_f1": test["f1"] if test else None, "final_fit": final,
         "tokens": int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0)),
         "rounds": len(history) - 1, "best_round": state.get("best_round"),
         "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
