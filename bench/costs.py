@@ -113,6 +113,8 @@ def annotate(summary: dict[str, Any], comparisons: dict[str, Any], runs: list[di
             row[key] = stats([t[key] for t in spent])
     static = {r["seed"]: r for r in ok if r["method"] == "static"}
     for method, row in comparisons.items():
+        if "minus_static" not in row:  # a baseline's row holds only its paired difference with static
+            continue
         own = {r["seed"]: r for r in ok if r["method"] == method}
         for measure in ("price", "seconds"):
             row[f"minus_static_at_equal_{measure}"] = stats(

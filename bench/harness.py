@@ -115,9 +115,14 @@ def teacher_for(cfg: Any, base_url: str | None, log_dir: Path, needed: bool, say
 
 
 def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
-    """`no-aug`: the seed-round student (the seed set, seed_epochs), exactly what round 0 trains.
-    `full`: up to `full_samples` gold training samples, never a dev or test text."""
-    from evokd.student.model import build_student  # torch, transformers: only for the runs without a teacher
+    """A student on gold data only. `no-aug`: the seed set. `full`: up to `full_samples` gold training
+    samples, never a dev or test text. With loop.final_fit (the default) it is a final fit
+    (`[final_fit]`: a fresh student, its stopping point chosen on dev, calibrated on dev;
+    student/final_fit.py), as every method's pool gets; without, the earlier protocol's fixed epochs
+    (no-aug: seed_epochs, as round 0 trains; full: full_epochs)."""
+    # torch, transformers: only for the runs without a teacher
+    from evokd.student.final_fit import final_fit
+    from evokd.student.model import build_student
 
     data = load_task_data(cfg)
     if method == "no-aug":
@@ -126,13 +131,19 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
         pool = [s for s in gold_pool(cfg) if normalise(s.text) not in data.eval_keys]
         train, epochs = cap(pool, settings.full_samples, cfg.sampling.seed), settings.full_epochs
     started = time.time()
-    student = build_student(cfg.task, cfg.student)
-    student.fit(train, epochs=epochs, seed=cfg.student.seed)
-    dev = student.evaluate(data.dev)
+    report = None
+    if cfg.loop.final_fit:
+        student, report = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev, seed=cfg.student.seed)
+        dev = report.dev_f1
+    else:
+        student = build_student(cfg.task, cfg.student)
+        student.fit(train, epochs=epochs, seed=cfg.student.seed)
+        dev = student.evaluate(data.dev).f1
     test = student.evaluate(data.test) if data.test else None
-    return {"dev_f1": dev.f1, "seed_f1": dev.f1, "test_f1": test.f1 if test else None, "tokens": 0, "rounds": None,
-            "train_size": len(train), "curve": [[0, dev.f1]],
-            "per_class": per_class_f1((test or dev).model_dump(mode="json")),
+    return {"dev_f1": dev, "seed_f1": dev, "test_f1": test.f1 if test else None, "tokens": 0, "rounds": None,
+            "train_size": len(train), "curve": [[0, dev]],
+            "per_class": per_class_f1((test or student.evaluate(data.dev)).model_dump(mode="json")),
+            "final_fit": report.model_dump(mode="json") if report is not None else None,
             "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
 
 
@@ -147,18 +158,20 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     state = result.state
     history = state.get("history", [])
     usage = state.get("usage", {})
-    test = state.get("test")
+    test, final_test, final = state.get("test"), state.get("final_test"), state.get("final_fit")
     return {
         "dev_f1": state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
-        "test_f1": test["f1"] if test else None,
+        # The run's score is its shipped student's: the final fit's when there is one.
+        "test_f1": (final_test or test or {}).get("f1"),
+        "best_round_test_f1": test["f1"] if test else None, "final_fit": final,
         "tokens": int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0)),
         "rounds": len(history) - 1, "best_round": state.get("best_round"),
         "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
         "curve": [[h["tokens_in"] + h["tokens_out"], h["f1"]] for h in history],
         # Cumulative [tokens in, tokens out, teacher seconds, dev F1] per round (costs.py).
         "spend": costs.spend_of(history),
-        # Test scores of the best round when there is test data, else its dev scores.
-        "per_class": per_class_f1(test or history[state.get("best_round", 0)]["dev"]),
+        # Test scores of the shipped student when there is test data, else the best round's dev scores.
+        "per_class": per_class_f1(final_test or test or history[state.get("best_round", 0)]["dev"]),
         "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
     }
 

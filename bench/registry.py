@@ -63,7 +63,10 @@ class Profile:
 
 
 PROFILES = {
-    # About 20 minutes per dataset on 2 CPU cores with the embedded 1.5B teacher (5 generating runs).
+    # Scored on the whole test file (SST-2 872, CoNLL04 288; IMDB 2,000, CoNLL-2003 1,000) and a dev set
+    # of 231 to 1,000 texts, so that a 0.02 difference is not lost in the test set's own noise (issue 25).
+    # It was about 20 minutes per dataset on 2 CPU cores with 200-300 texts; the larger sets and each
+    # run's final fit add evaluation time (no teacher tokens); `--jobs` runs seeds side by side.
     "quick": Profile(seeds=1, methods=MAIN),
     "full": Profile(seeds=3, methods=[*MAIN, *ABLATIONS]),
 }
@@ -86,19 +89,19 @@ def _shared(name: str) -> Path | None:
 DATASETS: dict[str, Dataset] = {
     "sst2": Dataset(CONFIGS / "sst2.toml", _shared("sst2"),
                     {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv", "unlabeled": "train.tsv"},
-                    {"quick": Settings(6000, 200, 300, 1000, 2, 20),
+                    {"quick": Settings(6000, 1000, 872, 1000, 2, 20),  # the whole test file; dev 1,000 of 6,735
                      "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
     "imdb": Dataset(CONFIGS / "imdb.toml", _shared("imdb"),
                     {"seed": "train.csv", "dev": "train.csv", "test": "test.csv", "unlabeled": "train.csv"},
-                    {"quick": Settings(6000, 100, 200, 500, 2, 20),  # long reviews: smaller to fit ~20 min
+                    {"quick": Settings(6000, 500, 2000, 500, 2, 20),  # long reviews: 2,000 of 25,000 test texts
                      "full": Settings(40000, 1000, 2000, 5000, 3, 60)}),
     "conll2003": Dataset(CONFIGS / "conll2003.toml", _shared("conll2003"),
                          {"seed": "train.txt", "dev": "valid.txt", "test": "test.txt", "unlabeled": "train.txt"},
-                         {"quick": Settings(6000, 200, 300, 1000, 3, 20),
+                         {"quick": Settings(6000, 1000, 1000, 1000, 3, 20),
                           "full": Settings(40000, 1000, 1000, 14041, 3, 60)}),
     "conll04": Dataset(CONFIGS / "conll04.toml", _shared("conll04"),
                        {"seed": "conll04_train.json", "dev": "conll04_dev.json", "test": "conll04_test.json"},
-                       {"quick": Settings(6000, 200, 288, 922, 5, 20),
+                       {"quick": Settings(6000, 231, 288, 922, 5, 20),  # whole dev and test files
                         "full": Settings(40000, 231, 288, 922, 10, 60)}),
     # The quick-start demo data (shipped beside its config): a minute-long look at the harness, and its tests.
     "sentiment": Dataset(CONFIGS / "sentiment.toml", None,

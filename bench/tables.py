@@ -27,14 +27,48 @@ def stats(values: list[float | None]) -> dict[str, Any] | None:
     return {"mean": statistics.fmean(xs), "std": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
 
 
+def paired_difference(own: dict[int, float], other: dict[int, float],
+                      resamples: int = 10_000) -> dict[str, Any] | None:
+    """own − other on the seeds both ran: the mean difference, its 95 % percentile bootstrap interval
+    (the seeds resampled with replacement; none with one seed) and how many seeds own won (strictly
+    higher). Paired, as both ran on the same seed sets, so the seed-to-seed spread they share cancels."""
+    seeds = sorted(own.keys() & other.keys())
+    if not seeds:
+        return None
+    diffs = [own[s] - other[s] for s in seeds]
+    low = high = None
+    if len(diffs) > 1:
+        # scipy: a transitive dependency (seqeval -> scikit-learn), slow to import: only when a table is made.
+        import numpy as np
+        from scipy.stats import bootstrap
+
+        ci = bootstrap((np.array(diffs),), np.mean, confidence_level=0.95, n_resamples=resamples,
+                       method="percentile", random_state=np.random.default_rng(0)).confidence_interval
+        low, high = float(ci.low), float(ci.high)
+    return {"mean": statistics.fmean(diffs), "low": low, "high": high, "n": len(diffs),
+            "won": sum(d > 0 for d in diffs)}
+
+
+def fmt_paired(paired: dict[str, Any] | None) -> tuple[str, str, str]:
+    """(mean, interval, seeds won) as table cells."""
+    if paired is None:
+        return "–", "–", "–"
+    interval = "–" if paired["low"] is None else f"[{paired['low']:+.4f}, {paired['high']:+.4f}]"
+    return f"{paired['mean']:+.4f}", interval, f"{paired['won']} of {paired['n']}"
+
+
 def best_within(curve: list[list[float]], tokens: float) -> float:
     """The best dev F1 a run had reached once it had spent at most `tokens` teacher tokens."""
     return max(f1 for spent, f1 in curve if spent <= tokens)
 
 
 def headline(run: dict[str, Any]) -> float | None:
-    """The F1 a method is reported by: test F1 of the best dev round, else that best dev F1."""
-    return run["test_f1"] if run.get("test_f1") is not None else run.get("dev_f1")
+    """The F1 a method is reported by: test F1 of the student the run ships (its final fit; the best
+    dev round's without one), else its dev F1."""
+    if run.get("test_f1") is not None:
+        return run["test_f1"]
+    final = run.get("final_fit")
+    return final["dev_f1"] if final else run.get("dev_f1")
 
 
 def finished_f1(run: dict[str, Any]) -> float:
@@ -55,6 +89,9 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
         gains = [(r["dev_f1"] - r["seed_f1"]) / r["tokens"] * 1000 for r in rs if r["tokens"]]
         summary[method] = {"f1": stats([headline(r) for r in rs]), "test_f1": stats([r["test_f1"] for r in rs]),
                            "dev_f1": stats([r["dev_f1"] for r in rs]), "seed_f1": stats([r["seed_f1"] for r in rs]),
+                           # The best round's student beside the final fit (graph runs with a final fit).
+                           "best_round_test_f1": stats([r.get("best_round_test_f1") for r in rs
+                                                        if r.get("final_fit")]),
                            "tokens": stats([r["tokens"] for r in rs]), "rounds": stats([r["rounds"] for r in rs]),
                            "gain_per_1k_tokens": stats(gains)}
     comparisons: dict[str, Any] = {}
@@ -75,6 +112,12 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
             random = by["pool-random"]
             comparisons[method]["minus_pool_random"] = stats([finished_f1(own[s]) - finished_f1(random[s])
                                                               for s in own if s in random])
+    if by.get("static"):
+        static_f1 = {s: finished_f1(r) for s, r in by["static"].items()}
+        for method in methods:
+            if method != "static" and by[method]:
+                versus = paired_difference({s: finished_f1(r) for s, r in by[method].items()}, static_f1)
+                comparisons.setdefault(method, {})["versus_static"] = versus
     return summary, comparisons
 
 
@@ -98,20 +141,30 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"dev_limit {result['settings']['dev_limit']}, test_limit {result['settings']['test_limit']}; "
         f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
         f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
-        f"- F1: {f1_name} of the best dev round; dev F1: the best round's; gain: (best dev F1 − seed dev F1) "
-        "per 1k teacher tokens; mean ± std over seeds",
+        f"- F1: {f1_name} of the student a run ships: its final fit (a fresh student on every accepted sample, "
+        "loop.final_fit), or the best dev round's without one; no-aug and full are final fits on gold data "
+        "(fixed epochs without); best round: the best dev round's student; dev F1: the best round's; gain: "
+        "(best dev F1 − seed dev F1) per 1k teacher tokens; mean ± std over seeds",
         "",
-        f"| method | {f1_name} | dev F1 (best round) | teacher tokens | F1 gain / 1k tokens | rounds |",
-        "|---|---|---|---|---|---|",
+        f"| method | {f1_name} | {f1_name}, best round | dev F1 (best round) | teacher tokens | F1 gain / 1k tokens "
+        "| rounds |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in result["methods"]:
         s = summary[method]
-        lines.append(f"| {method} | {fmt(s['f1'])} | {fmt(s['dev_f1'])} | {fmt(s['tokens'], 0)} | "
-                     f"{fmt(s['gain_per_1k_tokens'], 4, sign=True)} | {fmt(s['rounds'], 1)} |")
-    if comparisons:
+        lines.append(f"| {method} | {fmt(s['f1'])} | {fmt(s.get('best_round_test_f1'))} | {fmt(s['dev_f1'])} | "
+                     f"{fmt(s['tokens'], 0)} | {fmt(s['gain_per_1k_tokens'], 4, sign=True)} | {fmt(s['rounds'], 1)} |")
+    versus = {m: c["versus_static"] for m, c in comparisons.items() if c.get("versus_static")}
+    if versus:
+        lines += ["", f"Each method against static, paired by seed ({f1_name}): the mean difference, its 95 % "
+                  "bootstrap interval over the seeds, and the seeds it won.", "",
+                  "| method | − static | 95 % interval | seeds won |", "|---|---|---|---|"]
+        lines += ["| " + " | ".join([m, *fmt_paired(p)]) + " |" for m, p in versus.items()]
+    evokd = {m: c for m, c in comparisons.items() if "minus_static" in c}
+    if evokd:
         lines += ["", "| | EvoKD − static (same budget) | EvoKD − static, best dev F1 at equal tokens | EvoKD / full |",
                   "|---|---|---|---|"]
-        for method, c in comparisons.items():
+        for method, c in evokd.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
                          f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
         against_random = {m: c["minus_pool_random"] for m, c in comparisons.items() if c.get("minus_pool_random")}
@@ -125,11 +178,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += [f"| {m} | {fmt(summary[m].get('tokens_in'), 0)} | {fmt(summary[m].get('tokens_out'), 0)} | "
                   f"{fmt(summary[m].get('price'), 0)} | {fmt(summary[m].get('seconds'), 0)} |"
                   for m in result["methods"] if summary[m].get("price")]
-        if comparisons:
+        if evokd:
             lines += ["", "| | EvoKD − static, best dev F1 at equal price | at equal teacher seconds |",
                       "|---|---|---|"]
             lines += [f"| {m} | {fmt(c.get('minus_static_at_equal_price'), sign=True)} | "
-                      f"{fmt(c.get('minus_static_at_equal_seconds'), sign=True)} |" for m, c in comparisons.items()]
+                      f"{fmt(c.get('minus_static_at_equal_seconds'), sign=True)} |" for m, c in evokd.items()]
         lines += ["", f"![dev F1 against tokens, price and teacher seconds]({result.get('cost_plot')})"]
     notes = [f"- {method}: not run ({reason})" for method, reason in result["skipped"].items()]
     notes += [f"- {r['method']} seed {r['seed']} failed: {r['error']}" for r in result["runs"] if r.get("error")]
@@ -241,6 +294,12 @@ def print_table(result: dict[str, Any], console: Console) -> None:
                       fmt(s["gain_per_1k_tokens"], 4, sign=True), fmt(s["rounds"], 1))
     console.print(table)
     for method, c in result["comparisons"].items():
+        if c.get("versus_static"):
+            mean, interval, won = fmt_paired(c["versus_static"])
+            console.print(f"{method} − static, paired by seed: {mean} (95 % interval {interval}; won {won} seeds)",
+                          highlight=False)
+        if "minus_static" not in c:
+            continue
         console.print(f"{method} − static: {fmt(c['minus_static'], sign=True)} "
                       f"(best dev F1 at equal tokens {fmt(c['minus_static_at_equal_tokens'], sign=True)}); "
                       f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 SCHEMA_VERSION = 1
 # The headline number the loop optimises, by task type: what every summary, table and plot calls it.
@@ -166,6 +166,20 @@ class Sample(BaseModel):
     label: str | None = None
     tokens: list[str] | None = None
     tags: list[str] | None = None
+    # How much the sample counts in the training loss (0 leaves it out), e.g. how sure a Verifier was.
+    weight: float = Field(1.0, ge=0)
+    # Classification: a label distribution to train towards instead of `label` alone (soft target);
+    # `label` stays the sample's hard label (scores, predictions, the trace). NER trains on hard tags.
+    soft_label: dict[str, float] | None = None
+
+    @field_validator("soft_label")
+    @classmethod
+    def _a_distribution(cls, soft: dict[str, float] | None) -> dict[str, float] | None:
+        if soft is None:
+            return None
+        if not soft or any(p < 0 for p in soft.values()) or abs(sum(soft.values()) - 1) > 1e-3:
+            raise ValueError(f"soft_label must be non-negative probabilities summing to 1, got {soft}")
+        return soft
 
 
 class Prediction(BaseModel):
@@ -224,6 +238,23 @@ class DevPredictions(BaseModel):
     entity_counts: list[tuple[int, int, int]] = []
 
 
+class FinalFitResult(BaseModel):
+    """The final fit of a run (graph/final_fit.py): a fresh student on the seed set and every
+    accepted sample, stopped at its best dev epoch and calibrated on dev; it ships as student/."""
+
+    train_size: int
+    dev_f1: float
+    test_f1: float | None = None
+    best_epoch: int
+    epochs_run: int
+    max_epochs: int
+    # The temperature folded into the head, and dev expected calibration error before and after it.
+    temperature: float
+    dev_ece_before: float
+    dev_ece_after: float
+    seconds: float
+
+
 class RunResult(BaseModel):
     """result.json, written by the `finish` node (graph/finish.py); summary.md is rendered from it."""
 
@@ -245,7 +276,10 @@ class RunResult(BaseModel):
     seed_f1: float
     best_round: int
     best_f1: float
+    # Test F1 of the best round's student (whatever the final fit did).
     test_f1: float | None = None
+    # None: loop.final_fit = false (student/ is the best round's), or a run of evokd 0.2.
+    final_fit: FinalFitResult | None = None
     accepted: int
     rejected: int
     tokens_in: int

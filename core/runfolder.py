@@ -62,6 +62,9 @@ class RunFolder:
     report = property(lambda self: self.root / "report.html")
     checkpoints_db = property(lambda self: self.root / "checkpoints.sqlite")
     student = property(lambda self: self.root / "student")
+    # With the final fit, student/ is the final student and the best round's is set aside here.
+    best_round_student = property(lambda self: self.root / "best_round_student")
+    final_fit = property(lambda self: self.root / "final_fit.json")
     rounds = property(lambda self: self.root / "rounds")
     teacher_log = property(lambda self: self.root / "teacher-server.log")
     result = property(lambda self: self.root / "result.json")
@@ -82,6 +85,16 @@ class RunFolder:
             self.student.rename(old)
         tmp.rename(self.student)
         shutil.rmtree(old, ignore_errors=True)
+
+    def set_aside_best_round(self) -> None:
+        """Move the best round's student/ to best_round_student/, once: a redone final fit (after a
+        resume) finds it there already, and student/ empty or half replaced."""
+        if not self.best_round_student.exists():
+            self.student.rename(self.best_round_student)
+
+    def best_round(self) -> Path:
+        """The best round's student: set aside by a final fit, else student/."""
+        return self.best_round_student if self.best_round_student.exists() else self.student
 
     def prune_checkpoints(self, keep: set[int]) -> None:
         """Round checkpoints are 90 MB each: delete all but the rounds in `keep`."""

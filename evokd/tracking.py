@@ -42,7 +42,7 @@ log = logging.getLogger("evokd.tracking")
 STATE_FILE = "tracking.json"  # in the run folder: the MLflow run a resume continues
 MAX_FAILURES = 3
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-ARTIFACTS = ("report.html", "summary.md", "result.json", "config.toml")
+ARTIFACTS = ("report.html", "summary.md", "result.json", "final_fit.json", "config.toml")
 
 
 def require_mlflow() -> Any:
@@ -102,6 +102,9 @@ def final_metrics(result: RunResult) -> dict[str, float]:
     values = {"test_f1": result.test_f1, "best_dev_f1": result.best_f1, "seed_dev_f1": result.seed_f1,
               "rounds": result.rounds, "best_round": result.best_round,
               "tokens_total": result.tokens_in + result.tokens_out, "cost_total": result.cost}
+    if (final := result.final_fit) is not None:
+        values |= {"final_fit_dev_f1": final.dev_f1, "final_fit_test_f1": final.test_f1,
+                   "final_fit_dev_ece": final.dev_ece_after}
     return {k: float(v) for k, v in values.items() if v is not None}
 
 

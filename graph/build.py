@@ -1,7 +1,7 @@
 """The state machine: a method's round (graph/methods/) between the nodes every method shares.
 
     seed -> decide -+-> [the method's round, its steps in order] -> decide -> ...
-                    +-> finish -> END
+                    +-> final_fit -> finish -> END   (final_fit: with loop.final_fit, the default)
 
 The round counter has one owner: `start_round`, applied by `traced` to the first step of each round
 (nodes only read `state["round"]`). `traced` also times every node, adds what its teacher calls cost
@@ -21,6 +21,7 @@ from evokd.agents.client import price
 from evokd.config import LoopConfig
 from evokd.core.records import LLMCall, NodeTurn
 from evokd.graph.context import Context
+from evokd.graph.final_fit import final_fit
 from evokd.graph.finish import finish
 from evokd.graph.method import Method, Node, Step
 from evokd.graph.state import RunState
@@ -29,23 +30,32 @@ from evokd.graph.steps import decide, seed
 # The nodes every method has, around its round.
 SEED = Step("seed", seed, "training the student on the seed set")
 DECIDE = Step("decide", decide, "deciding whether to go on")
-FINISH = Step("finish", finish, "scoring the best round on test")
+FINAL_FIT = Step("final_fit", final_fit, "fitting a fresh student on every accepted sample")
+FINISH = Step("finish", finish, "scoring on test")
 
 
 def build_graph(method: Method, loop: LoopConfig) -> StateGraph[RunState, Context, RunState, RunState]:
     graph = StateGraph(RunState, context_schema=Context)
     steps = method.round(loop)
     first = steps[0].name
-    for step in [SEED, *steps, DECIDE, FINISH]:
+    end = ending(loop)
+    for step in [SEED, *steps, DECIDE, *end]:
         graph.add_node(step.name, traced(step.name, step.node, starts_round=step.name == first))
     graph.add_edge(START, "seed")
     graph.add_edge("seed", "decide")
     for a, b in itertools.pairwise(steps):
         graph.add_edge(a.name, b.name)
     graph.add_edge(steps[-1].name, "decide")
-    graph.add_conditional_edges("decide", next_step, {"next round": first, "finish": "finish"})
+    graph.add_conditional_edges("decide", next_step, {"next round": first, "finish": end[0].name})
+    for a, b in itertools.pairwise(end):
+        graph.add_edge(a.name, b.name)
     graph.add_edge("finish", END)
     return graph
+
+
+def ending(loop: LoopConfig) -> list[Step]:
+    """The nodes after the last `decide`: the final fit (unless loop.final_fit is false), then finish."""
+    return [FINAL_FIT, FINISH] if loop.final_fit else [FINISH]
 
 
 def next_step(state: RunState) -> Literal["next round", "finish"]:
@@ -55,12 +65,12 @@ def next_step(state: RunState) -> Literal["next round", "finish"]:
 
 def node_texts(method: Method, loop: LoopConfig) -> dict[str, str]:
     """What each node of the method's graph is doing, as the live view says it."""
-    return {step.name: step.doing for step in [SEED, *method.round(loop), DECIDE, FINISH]}
+    return {step.name: step.doing for step in [SEED, *method.round(loop), DECIDE, *ending(loop)]}
 
 
 def recursion_limit(method: Method, loop: LoopConfig) -> int:
     """LangGraph's cap on steps: every round's nodes and decide, plus room to spare."""
-    return (len(method.round(loop)) + 1) * (loop.max_rounds + 1) + 10
+    return (len(method.round(loop)) + 1) * (loop.max_rounds + 1) + 11
 
 
 def traced(name: str, node: Node, starts_round: bool = False) -> Node:

@@ -1,5 +1,6 @@
-"""The end of a run, in one place: the best round scored on test, the outcome written (result.json,
-the typed `RunResult`; summary.md, rendered from it; report.html), the round checkpoints deleted."""
+"""The end of a run, in one place: the best round and the final fit (if any) scored on test, the
+outcome written (result.json, the typed `RunResult`; summary.md, rendered from it; report.html), the
+round checkpoints deleted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evokd.core.files import write_atomic
-from evokd.core.records import RunResult
+from evokd.core.records import FinalFitResult, RunResult
 from evokd.core.runfolder import describe_budget, describe_teacher
 from evokd.graph.context import Context
 from evokd.graph.estimate import Estimate, estimate
@@ -19,14 +20,16 @@ log = logging.getLogger("evokd.graph")
 
 
 def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """Score the best round on test; write result.json, summary.md and report.html; delete the round
-    checkpoints (nothing needs them any more: student/ is the best round's)."""
+    """Score the best round's student and the final fit's on test; write result.json, summary.md and
+    report.html; delete the round checkpoints (nothing needs them any more: student/ is the final
+    fit's, or the best round's without one)."""
     ctx = runtime.context
-    test = None
+    test = final_test = None
     if ctx.data.test:
-        best = ctx.holder.at(str(ctx.run.student))
-        test = best.evaluate(ctx.data.test).model_dump(mode="json")
-    result = run_result(state, ctx, test)
+        test = ctx.holder.at(str(ctx.run.best_round())).evaluate(ctx.data.test).model_dump(mode="json")
+        if state.get("final_fit"):
+            final_test = ctx.holder.at(str(ctx.run.student)).evaluate(ctx.data.test).model_dump(mode="json")
+    result = run_result(state, ctx, test, final_test)
     write_atomic(ctx.run.result, result.model_dump_json(indent=2) + "\n")
     write_atomic(ctx.run.summary, render_summary(result, state.get("history", []), dry_run_estimate(ctx)))
     try:
@@ -38,12 +41,16 @@ def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         log.warning("could not write report.html: %s", exc)
     ctx.run.prune_checkpoints(set())
     ctx.callbacks.on_run_end(result)
-    return {"test": test}
+    return {"test": test, "final_test": final_test}
 
 
-def run_result(state: RunState, ctx: Context, test: dict[str, Any] | None) -> RunResult:
+def run_result(state: RunState, ctx: Context, test: dict[str, Any] | None,
+               final_test: dict[str, Any] | None = None) -> RunResult:
     """result.json: the run's outcome as a typed record."""
     history = state.get("history", [])
+    fit = state.get("final_fit")
+    final = FinalFitResult.model_validate(
+        {**fit, "test_f1": final_test["f1"] if final_test is not None else None}) if fit else None
     best = history[state.get("best_round", 0)] if history else {}
     usage = state.get("usage", {})
     config = ctx.cfg.model_dump(mode="json")
@@ -55,7 +62,7 @@ def run_result(state: RunState, ctx: Context, test: dict[str, Any] | None) -> Ru
         stop_reason=state.get("stop_reason"), stop_detail=state.get("stop_detail", ""),
         rounds=max(len(history) - 1, 0), seed_f1=history[0]["f1"] if history else float("nan"),
         best_round=state.get("best_round", 0), best_f1=best.get("f1", float("nan")),
-        test_f1=test["f1"] if test is not None else None,
+        test_f1=test["f1"] if test is not None else None, final_fit=final,
         accepted=sum(h["accepted"] for h in history[1:]), rejected=sum(h["rejected"] for h in history[1:]),
         tokens_in=int(usage.get("tokens_in", 0)), tokens_out=int(usage.get("tokens_out", 0)),
         cost=usage.get("cost", 0.0), calls=int(usage.get("calls", 0)),
@@ -91,6 +98,11 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
     ]
     if result.test_f1 is not None:
         lines.append(f"| test, best round | {result.test_f1:.4f} |")
+    final = result.final_fit
+    if final is not None:
+        lines.append(f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} |")
+        if final.test_f1 is not None:
+            lines.append(f"| test, final fit | {final.test_f1:.4f} |")
     lines += [
         "",
         f"- rounds: {result.rounds} generation rounds after the seed round",
@@ -116,5 +128,18 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
     ]
     lines += [f"| {h['round']} | {h['f1']:.4f} | {h['accepted']} | {h['rejected']} | "
               f"{h['tokens_in'] + h['tokens_out']} |" for h in history]
-    lines += ["", "The best student is in `student/` (load it with `transformers.pipeline`).", ""]
+    if final is not None:
+        lines += [
+            "",
+            f"Final fit: a fresh student trained on {final.train_size} samples (the seed set and every accepted one), "
+            f"{final.epochs_run} of at most {final.max_epochs} epochs, the weights of epoch {final.best_epoch} "
+            f"(best on dev) kept, then temperature-scaled on dev (T = {final.temperature:.3f}): dev expected "
+            f"calibration error {final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after "
+            f"({final.seconds / 60:.1f} min).",
+            "",
+            "The final fit's student is in `student/`, the best round's in `best_round_student/` (load either "
+            "with `transformers.pipeline`).", "",
+        ]
+    else:
+        lines += ["", "The best student is in `student/` (load it with `transformers.pipeline`).", ""]
     return "\n".join(lines)

@@ -148,7 +148,7 @@ def render(run_dir: Path, console: Console, round: int | None = None, node: str 
 
 
 class RoundDiff(BaseModel):
-    round: int
+    round: int | None  # None: the final fit
     original: float | None
     rerun: float | None
 
@@ -156,10 +156,15 @@ class RoundDiff(BaseModel):
     def same(self) -> bool:
         return self.original == self.rerun
 
+    @property
+    def name(self) -> str:
+        return "final fit" if self.round is None else f"round {self.round}"
+
 
 def rerun(run_dir: Path, out: Path | None = None, allow_divergence: bool = False,
           console: Console | None = None) -> tuple[Executed, list[RoundDiff]]:
-    """Re-execute a run with its recorded replies (no LLM server) and compare every round's dev F1."""
+    """Re-execute a run with its recorded replies (no LLM server) and compare every round's dev F1,
+    and the final fit's when either run has one."""
     cfg, _ = resume_config(run_dir)
     # A rerun checks the recorded run; it is not a new experiment to track.
     cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"mlflow_uri": None})})
@@ -176,7 +181,21 @@ def rerun(run_dir: Path, out: Path | None = None, allow_divergence: bool = False
     before = {m["round"]: m["f1"] for m in read_metrics(run_dir)}
     after = {m["round"]: m["f1"] for m in read_metrics(run.root)}
     diffs = [RoundDiff(round=r, original=before.get(r), rerun=after.get(r)) for r in sorted(before | after)]
+    final_before, final_after = final_fit_f1(Path(run_dir)), final_fit_f1(run.root)
+    if final_before is not None or final_after is not None:
+        diffs.append(RoundDiff(round=None, original=final_before, rerun=final_after))
     return result, diffs
+
+
+def read_result(run_dir: Path) -> RunResult | None:
+    path = Path(run_dir) / "result.json"
+    return RunResult.model_validate_json(path.read_text()) if path.is_file() else None
+
+
+def final_fit_f1(run_dir: Path) -> float | None:
+    """The final fit's dev F1, from result.json (None: no final fit, or the run did not finish)."""
+    result = read_result(run_dir)
+    return result.final_fit.dev_f1 if result is not None and result.final_fit is not None else None
 
 
 def prompt_digests(run_dir: Path) -> dict[str, str]:
@@ -216,8 +235,7 @@ def check_run_folder(run_dir: Path) -> None:
 def outcome(run_dir: Path) -> dict[str, str]:
     """What a run came to, as table cells: from result.json, else (unfinished) from metrics.jsonl."""
     metrics = read_metrics(run_dir)
-    result_path = Path(run_dir) / "result.json"
-    result = RunResult.model_validate_json(result_path.read_text()) if result_path.is_file() else None
+    result = read_result(run_dir)
     config = read_run_config(run_dir)
     if not metrics:
         return {"rounds": "none finished"}
@@ -230,6 +248,7 @@ def outcome(run_dir: Path) -> dict[str, str]:
         "seed dev F1": f"{metrics[0]['f1']:.4f}",
         "best round": f"{best['round']} (dev F1 {best['f1']:.4f})",
         "test F1 (best round)": f"{result.test_f1:.4f}" if result and result.test_f1 is not None else "not scored",
+        "final fit": final_fit_cell(result),
         "stop reason": (result.stop_reason or "none") + (f" ({result.stop_detail})" if result.stop_detail else "")
         if result else "unfinished (no result.json)",
         "rounds": str(len(metrics) - 1),
@@ -240,6 +259,16 @@ def outcome(run_dir: Path) -> dict[str, str]:
         "cost": f"{last['cost']:.4f}",
         "time": f"{minutes:.1f} min",
     }
+
+
+def final_fit_cell(result: RunResult | None) -> str:
+    """The final fit in `compare`'s table: dev and test F1, and the dev ECE calibration took it from."""
+    final = result.final_fit if result is not None else None
+    if final is None:
+        return "none"
+    test = f", test F1 {final.test_f1:.4f}" if final.test_f1 is not None else ""
+    return (f"dev F1 {final.dev_f1:.4f}{test} ({final.train_size} samples, epoch {final.best_epoch}; "
+            f"dev ECE {final.dev_ece_before:.3f} -> {final.dev_ece_after:.3f})")
 
 
 def compare(run_a: Path, run_b: Path, console: Console) -> None:

@@ -212,6 +212,9 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[Ru
     header = recorded_header(run)
     if header is not None and (meant := recorded_name(cfg.loop.method, header.evokd_version)) != cfg.loop.method:
         cfg = load_config(run.config, [*(overrides or []), f"loop.method={json.dumps(meant)}"])
+    if header is not None and "final_fit" not in header.config.get("loop", {}) and cfg.loop.final_fit:
+        # Recorded before runs had a final fit (evokd 0.2): resumed and rerun as it ran, without one.
+        cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"final_fit": False})})
     return cfg, run
 
 

@@ -47,9 +47,12 @@ class RunState(TypedDict, total=False):
     usage: Annotated[dict[str, float], add_numbers]
     stop_reason: str | None
     stop_detail: str  # why a budget stop came early, e.g. "a round costs about 900 tokens, 400 left"
+    # The final fit's report (student/final_fit.py FitReport, without its recipe): graph/final_fit.py.
+    final_fit: dict[str, Any]
     test: dict[str, Any] | None
     # pool: the pool rows sent to the Verifier so far (never asked again), how many usable rows were
     # left after the latest pick, and what that pick saw (strategy, shortlist, uncertainty range).
     asked: list[int]
     pool_left: int
     pick: dict[str, Any]
+    final_test: dict[str, Any] | None

@@ -23,6 +23,7 @@ from evokd.core.files import read_jsonl
 from evokd.core.records import (
     DevPredictions,
     EvalReport,
+    FinalFitResult,
     NodeTurn,
     RoundMetrics,
     RunHeader,
@@ -87,6 +88,10 @@ class Run:
     @property
     def test_f1(self) -> float | None:
         return self.result.test_f1 if self.result else None
+
+    @property
+    def final_fit(self) -> FinalFitResult | None:
+        return self.result.final_fit if self.result else None
 
     @property
     def metric(self) -> str:

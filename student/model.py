@@ -3,6 +3,10 @@
 `ClassifierStudent` labels whole texts, `TaggerStudent` tags words with BIO entity tags. Both keep
 their weights across `fit` calls, so the loop can train round after round, and save in the plain
 Hugging Face layout, so a saved student also loads with `transformers.pipeline`.
+
+The training loss is cross-entropy, as the models' own: each sample counts `Sample.weight` times,
+a classification sample may carry a label distribution (`Sample.soft_label`) instead of one label,
+and `fit(label_smoothing=...)` spreads that share of each target over every class.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import torch
+import torch.nn.functional as F
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -61,6 +66,25 @@ def rate_factor(cfg: StudentConfig, total: int) -> Callable[[int], float]:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return factor
+
+
+def training_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None,
+                  smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy of `logits` [rows, classes] against class ids [rows] (-100: a row that does not
+    count) or label distributions [rows, classes]; row i weighs `weights[i]` (None: all alike) in
+    a weighted mean over the rows that count, as torch's class weights do. Weights are relative:
+    they say which samples pull harder, not how large a step is, so a recipe's learning rate holds
+    whatever their scale; a weight of 0 leaves a sample out."""
+    if weights is None and smoothing == 0 and targets.dim() == 1:
+        # The models' own loss (transformers: mean cross-entropy, -100 ignored), so plain training,
+        # and every recorded run, stays unchanged to the bit.
+        return F.cross_entropy(logits, targets)
+    per_row = F.cross_entropy(logits, targets, reduction="none", label_smoothing=smoothing)
+    counts = (targets != -100).float() if targets.dim() == 1 else torch.ones(len(targets), device=logits.device)
+    if weights is not None:
+        counts = counts * weights
+    # No row that counts (all ignored, or all weight 0): a zero loss that still reaches the graph.
+    return (per_row * counts).sum() / counts.sum().clamp(min=1e-12) if counts.sum() > 0 else per_row.sum() * 0
 
 
 class _EncoderStudent(ABC):
@@ -118,8 +142,13 @@ class _EncoderStudent(ABC):
         epochs: int,
         seed: int,
         on_step: Callable[[int, int], None] | None = None,
+        on_epoch: Callable[[int], bool] | None = None,
+        label_smoothing: float = 0.0,
     ) -> FitResult:
-        """Train from the current weights with a fresh AdamW; `on_step(step, total)` after each step."""
+        """Train from the current weights with a fresh AdamW for at most `epochs` epochs;
+        `on_step(step, total)` after each step, `on_epoch(epoch)` after each epoch (1-based; the
+        model is in eval mode then, and a True return ends the fit there). The rate schedule spans
+        all `epochs`, whether or not the fit is stopped early."""
         self._check_trainable(samples)
         started = time.perf_counter()
         total = math.ceil(len(samples) / self.cfg.batch_size) * max(epochs, 0)
@@ -128,49 +157,112 @@ class _EncoderStudent(ABC):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, rate_factor(self.cfg, total))
         shuffler = torch.Generator().manual_seed(seed)
         losses: list[float] = []
-        step = 0
+        step = epoch = 0
         self.model.train()
         try:
             with seeded(seed, self.device):
-                for _ in range(epochs):
+                while epoch < epochs:
                     losses = []
                     for batch in self._shuffled_batches(samples, shuffler):
-                        losses.append(self._train_step(batch, optimizer))
+                        losses.append(self._train_step(batch, optimizer, label_smoothing))
                         scheduler.step()
                         step += 1
                         if on_step is not None:
                             on_step(step, total)
+                    epoch += 1
+                    if on_epoch is not None:
+                        # Evaluating must not consume the training's random numbers (dropout, order).
+                        self.model.eval()
+                        with torch.random.fork_rng(devices=[]):
+                            stop = on_epoch(epoch)
+                        self.model.train()
+                        if stop:
+                            break
         finally:
             self.model.eval()
         loss = sum(losses) / len(losses) if losses else 0.0
-        return FitResult(loss=loss, steps=step, seconds=time.perf_counter() - started)
+        return FitResult(loss=loss, steps=step, seconds=time.perf_counter() - started, epochs=epoch)
 
     def _shuffled_batches(self, samples: list[Sample], shuffler: torch.Generator) -> Iterator[list[Sample]]:
         order = torch.randperm(len(samples), generator=shuffler).tolist()
         for start in range(0, len(order), self.cfg.batch_size):
             yield [samples[i] for i in order[start : start + self.cfg.batch_size]]
 
-    def _train_step(self, batch: list[Sample], optimizer: torch.optim.Optimizer) -> float:
-        loss = self.model(**self._encode(batch, train=True)).loss
+    def _train_step(self, batch: list[Sample], optimizer: torch.optim.Optimizer, smoothing: float) -> float:
+        encoding = self._encode(batch, train=True)
+        labels = encoding.pop("labels")
+        logits = self.model(**encoding).logits
+        loss = self._loss(batch, logits, labels, smoothing)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), _MAX_GRAD_NORM)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return float(loss.item())
 
-    def predict(self, samples: list[Sample]) -> list[Prediction]:
-        """Predictions in input order; batches group samples of similar length to pad little."""
+    def _batched_logits(self, samples: list[Sample]) -> Iterator[tuple[list[int], BatchEncoding, torch.Tensor]]:
+        """(indices, encoding, logits) per batch; batches group samples of similar length to pad little."""
         order = sorted(range(len(samples)), key=lambda i: len(samples[i].text))
-        predictions: dict[int, Prediction] = {}
         self.model.eval()
         with torch.inference_mode():
             for start in range(0, len(order), _PREDICT_BATCH):
                 indices = order[start : start + _PREDICT_BATCH]
-                batch = [samples[i] for i in indices]
-                encoding = self._encode(batch, train=False)
-                logits = self.model(**encoding).logits.float().cpu()
-                predictions.update(zip(indices, self._decode(batch, encoding, logits), strict=True))
+                encoding = self._encode([samples[i] for i in indices], train=False)
+                yield indices, encoding, self.model(**encoding).logits.float().cpu()
+
+    def predict(self, samples: list[Sample]) -> list[Prediction]:
+        """Predictions in input order."""
+        predictions: dict[int, Prediction] = {}
+        for indices, encoding, logits in self._batched_logits(samples):
+            batch = [samples[i] for i in indices]
+            predictions.update(zip(indices, self._decode(batch, encoding, logits), strict=True))
         return [predictions[i] for i in range(len(samples))]
+
+    def calibration_logits(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """What a predicted probability is read from, with the gold answer: logits [n, classes] and
+        gold class ids [n], one row per text (classification) or per word the student reads (NER:
+        its first sub-token, as predictions are made)."""
+        rows: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for indices, encoding, logits in self._batched_logits(samples):
+            for row, i in enumerate(indices):
+                rows[i] = self._gold_rows(samples[i], encoding, row, logits[row])
+        if not rows:
+            return torch.zeros(0, len(self.label_names)), torch.zeros(0, dtype=torch.long)
+        ordered = [rows[i] for i in range(len(samples))]
+        return torch.cat([logits for logits, _ in ordered]), torch.cat([gold for _, gold in ordered])
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights (in memory: 90 MB for MiniLM), for `restore`."""
+        return {name: tensor.detach().clone() for name, tensor in self.model.state_dict().items()}
+
+    def restore(self, weights: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(weights)
+
+    def _head(self) -> torch.nn.Linear:
+        """The layer that writes the logits: the last linear layer with one output per label."""
+        layers = [m for m in self.model.modules()
+                  if isinstance(m, torch.nn.Linear) and m.out_features == len(self.label_names)]
+        if not layers:
+            raise ValueError(f"{type(self.model).__name__}: no linear layer with one output per label")
+        return layers[-1]
+
+    def apply_temperature(self, temperature: float) -> None:
+        """Divide every logit by `temperature` from now on (temperature scaling), by dividing the
+        output layer's weights and bias by it: exactly logits / T, so `predict`, a saved student
+        (transformers.pipeline included) and its ONNX export all give the calibrated probabilities
+        with no code of their own. config.json records the temperature folded in so far."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        head = self._head()
+        with torch.no_grad():
+            head.weight.div_(temperature)
+            if head.bias is not None:
+                head.bias.div_(temperature)
+        self.model.config.evokd_temperature = self.temperature * temperature
+
+    @property
+    def temperature(self) -> float:
+        """The temperature folded into the head (1.0: none)."""
+        return float(getattr(self.model.config, "evokd_temperature", 1.0))
 
     def embed(self, texts: list[str]) -> torch.Tensor:
         """Unit-length sentence vectors (mean of the encoder's last hidden states): how the student
@@ -220,6 +312,16 @@ class _EncoderStudent(ABC):
         """Raise ValueError naming the first sample the head cannot be trained on."""
 
     @abstractmethod
+    def _loss(self, batch: list[Sample], logits: torch.Tensor, labels: torch.Tensor,
+              smoothing: float) -> torch.Tensor:
+        """The batch's training loss from the model's logits and `_encode`'s labels."""
+
+    @abstractmethod
+    def _gold_rows(self, sample: Sample, encoding: BatchEncoding, row: int,
+                   logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The calibration rows of one encoded sample: (logits [k, classes], gold ids [k])."""
+
+    @abstractmethod
     def _encode(self, batch: list[Sample], *, train: bool) -> BatchEncoding:
         """Model inputs for a batch (with `labels` when training), on the student's device."""
 
@@ -241,6 +343,25 @@ class ClassifierStudent(_EncoderStudent):
         for i, sample in enumerate(samples):
             if sample.label not in self.label_ids:
                 raise ValueError(f"sample {i}: label {sample.label!r} is not one of {self.label_names}")
+            unknown = sorted(set(sample.soft_label or {}) - set(self.label_ids))
+            if unknown:
+                raise ValueError(f"sample {i}: soft_label names {unknown}, not among {self.label_names}")
+
+    def _loss(self, batch: list[Sample], logits: torch.Tensor, labels: torch.Tensor,
+              smoothing: float) -> torch.Tensor:
+        targets = labels
+        if any(sample.soft_label is not None for sample in batch):
+            # Every row as a distribution: a soft label as given, a hard one as its one-hot vector.
+            targets = F.one_hot(labels, len(self.label_names)).float()
+            for row, sample in enumerate(batch):
+                if sample.soft_label is not None:
+                    targets[row] = torch.tensor([sample.soft_label.get(name, 0.0) for name in self.label_names])
+            targets = targets.to(logits.device)
+        return training_loss(logits, targets, _weights(batch, logits.device), smoothing)
+
+    def _gold_rows(self, sample: Sample, encoding: BatchEncoding, row: int,
+                   logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logits.unsqueeze(0), torch.tensor([self.label_ids[str(sample.label)]])
 
     def _encode(self, batch: list[Sample], *, train: bool) -> BatchEncoding:
         encoding = self.tokenizer(
@@ -290,6 +411,27 @@ class TaggerStudent(_EncoderStudent):
             unknown = sorted(set(sample.tags) - set(self.label_ids))
             if unknown:
                 raise ValueError(f"sample {i}: tags {unknown} are not among {self.label_names}")
+            if sample.soft_label is not None:
+                raise ValueError(f"sample {i}: soft_label is for classification; NER trains on hard tags")
+
+    def _loss(self, batch: list[Sample], logits: torch.Tensor, labels: torch.Tensor,
+              smoothing: float) -> torch.Tensor:
+        # Each word's tag on its first sub-token; a sample's weight applies to every one of its words.
+        weights = _weights(batch, logits.device)
+        if weights is not None:
+            weights = weights.unsqueeze(1).expand(labels.shape).reshape(-1)
+        return training_loss(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weights, smoothing)
+
+    def _gold_rows(self, sample: Sample, encoding: BatchEncoding, row: int,
+                   logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tags = sample.tags or []
+        positions, gold, previous = [], [], None
+        for position, word in enumerate(encoding.word_ids(row)):
+            if word is not None and word != previous:
+                positions.append(position)
+                gold.append(self.label_ids[tags[word]])
+            previous = word
+        return logits[positions], torch.tensor(gold, dtype=torch.long)
 
     @staticmethod
     def _words(sample: Sample) -> list[str]:
@@ -341,6 +483,13 @@ class TaggerStudent(_EncoderStudent):
         predicted = [prediction.tags or [] for prediction in predictions]
         return (ner_report(gold, predicted, self.task.labels),
                 ner_predictions(gold, predicted, self.task.labels))
+
+
+def _weights(batch: list[Sample], device: torch.device) -> torch.Tensor | None:
+    """The batch's sample weights, or None when every sample counts once (the plain loss)."""
+    if all(sample.weight == 1.0 for sample in batch):
+        return None
+    return torch.tensor([sample.weight for sample in batch], dtype=torch.float32, device=device)
 
 
 def build_student(task: TaskConfig, cfg: StudentConfig) -> Student:

@@ -24,6 +24,8 @@ class FitResult(BaseModel):
     loss: float
     steps: int
     seconds: float
+    # Epochs run: fewer than asked when `on_epoch` stopped the fit.
+    epochs: int = 0
 
 
 class Student(Protocol):
@@ -31,8 +33,31 @@ class Student(Protocol):
     cfg: StudentConfig
 
     def fit(self, samples: list[Sample], *, epochs: int, seed: int,
-            on_step: Callable[[int, int], None] | None = None) -> FitResult:
-        """Train from the current weights; `on_step(step, total)` after each step."""
+            on_step: Callable[[int, int], None] | None = None,
+            on_epoch: Callable[[int], bool] | None = None,
+            label_smoothing: float = 0.0) -> FitResult:
+        """Train from the current weights; `on_step(step, total)` after each step, `on_epoch(epoch)`
+        after each epoch (True ends the fit there)."""
+        ...
+
+    def calibration_logits(self, samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [n, classes] and gold class ids [n] that predicted probabilities are read from."""
+        ...
+
+    def apply_temperature(self, temperature: float) -> None:
+        """Divide every logit by `temperature` from now on (folded into the output layer)."""
+        ...
+
+    @property
+    def temperature(self) -> float:
+        """The temperature folded in so far (1.0: none)."""
+        ...
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the weights in memory, for `restore`."""
+        ...
+
+    def restore(self, weights: dict[str, torch.Tensor]) -> None:
         ...
 
     def predict(self, samples: list[Sample]) -> list[Prediction]:

@@ -88,7 +88,7 @@ def test_static_writes_per_label_without_feedback(tmp_path: Path, tiny_model_dir
     assert state["test"] is not None and run.report.exists()
     # Replay re-executes the new wiring offline, round for round.
     _, diffs = rerun(run.root, tmp_path / "rerun")
-    assert [d.round for d in diffs] == [0, 1, 2] and all(d.same for d in diffs)
+    assert [d.round for d in diffs] == [0, 1, 2, None] and all(d.same for d in diffs)
 
 
 class AugmentTeacher(ScriptedTeacher):
@@ -154,7 +154,7 @@ def test_without_separate_verifier(tmp_path: Path, tiny_model_dir: Path) -> None
     assert [c.node for c in calls_of(run)] == ["analyst", "generator"]
     assert calls_of(run)[1].prompt_file == "classification/generator_labelled.user.j2"
     assert [t.node for t in nodes_of(run)] == ["seed", "decide", "probe", "analyst", "generator", "self_check",
-                                              "trainer", "decide", "finish"]
+                                              "trainer", "decide", "final_fit", "finish"]
     batch = {s["text"]: s for s in read_jsonl(run.samples) if s["intent"] != "seed"}
     assert batch["Not a good film 1."]["accepted"] and batch["Not a good film 1."]["label"] == "negative"
     assert batch["A great delight 1."]["label"] == "positive"  # the Verifier's rules: case forgiven

@@ -12,7 +12,7 @@ from conftest import ROOT, SentimentTeacher, write_config
 from rich.console import Console
 
 from evokd.agents.scripted import ScriptedChatModel
-from evokd.bench import harness
+from evokd.bench import harness, tables
 
 
 class BenchTeacher(SentimentTeacher):
@@ -44,7 +44,7 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
         "sentiment", methods, seeds=1, profile="quick", out_dir=out, runs_dir=tmp_path / "runs",
         overrides=[f"student.model={json.dumps(str(tiny_model_dir))}", "student.max_length=32",
                    "student.seed_epochs=2", "student.epochs_per_round=1", "loop.max_rounds=1",
-                   "loop.n_hard=2", "loop.n_easy=2"],
+                   "loop.n_hard=2", "loop.n_easy=2", "final_fit.epochs=2"],
         chat_model_factory=lambda method: ScriptedChatModel(script=teacher), console=console)
     console.file.close()
     assert {"static", "evokd"} <= teacher.methods_seen
@@ -54,10 +54,13 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert runs["static"]["tokens"] > 0 and runs["evokd"]["tokens"] > 0
     assert runs["no-aug"]["tokens"] == runs["full"]["tokens"] == 0
     assert {r["rounds"] for m, r in runs.items() if m in ("static", "evokd", "llm2llm")} == {1}
-    # no-aug is the seed round: the same student as round 0 of every run with this seed.
-    assert runs["no-aug"]["dev_f1"] == pytest.approx(runs["evokd"]["seed_f1"])
-    assert runs["no-aug"]["dev_f1"] == pytest.approx(runs["static"]["seed_f1"])
-    assert runs["full"]["train_size"] == 6  # the demo's whole gold file (no dev/test text in it)
+    # no-aug and full are final fits on gold data: the seed set, and the demo's whole gold file
+    # (no dev/test text in it), each stopped at its best dev epoch.
+    for method, size in (("no-aug", 2), ("full", 6)):
+        fit = runs[method]["final_fit"]
+        assert runs[method]["train_size"] == fit["train_size"] == size
+        assert runs[method]["dev_f1"] == fit["dev_f1"] == max(fit["dev_curve"])
+        assert fit["epochs_run"] <= 2 and fit["temperature"] > 0
     assert all(r["test_f1"] is not None for r in runs.values())
     assert runs["evokd"]["curve"][0] == [0, runs["evokd"]["seed_f1"]]
 
@@ -66,7 +69,12 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     assert data["methods"] == methods and set(data["summary"]) == set(methods)
     assert data["settings"]["max_tokens"] == 3000
     assert set(data["comparisons"]["evokd"]) == {"minus_static", "minus_static_at_equal_tokens", "over_full",
-                                                 "minus_static_at_equal_price", "minus_static_at_equal_seconds"}
+                                                 "minus_static_at_equal_price", "minus_static_at_equal_seconds",
+                                                 "versus_static"}
+    # Every method against static, paired by seed (one seed: no interval).
+    assert set(data["comparisons"]) == set(methods) - {"static"}
+    assert data["comparisons"]["full"]["versus_static"]["n"] == 1
+    assert data["comparisons"]["full"]["versus_static"]["low"] is None
     # Each graph run records what it spent per round: tokens in and out, teacher seconds (costs.py).
     spend = runs["evokd"]["spend"]
     assert len(spend) == 2 and spend[0][:3] == [0, 0, 0.0] and spend[-1][0] > 0 and spend[-1][1] > 0
@@ -109,6 +117,30 @@ def test_summary_maths() -> None:
     # Seed 0 at 1000 tokens: evokd 0.7, static 0.6; seed 1 at 1000 tokens: evokd 0.8, static 0.5.
     assert c["minus_static_at_equal_tokens"]["mean"] == pytest.approx((0.1 + 0.3) / 2)
     assert c["over_full"]["mean"] == pytest.approx(((0.69 / 0.89) + (0.79 / 0.89)) / 2)
+    # Paired with static by seed: +0.1 and +0.2, both won; full: +0.3 twice.
+    assert c["versus_static"]["mean"] == pytest.approx(0.15) and c["versus_static"]["won"] == 2
+    assert comparisons["full"]["versus_static"]["low"] == pytest.approx(0.3)
+    assert comparisons["full"]["versus_static"]["high"] == pytest.approx(0.3)
+
+
+def test_paired_bootstrap_interval_on_known_cases() -> None:
+    # Two seeds, differences 0 and 1: a resample's mean is 0, 0.5 or 1 with chances 1/4, 1/2, 1/4, so
+    # the 2.5th and 97.5th percentiles are 0 and 1; a tie is not a win.
+    two = tables.paired_difference({0: 0.7, 1: 0.9}, {0: 0.7, 1: -0.1})
+    assert two is not None
+    assert (two["mean"], two["low"], two["high"], two["won"], two["n"]) == (pytest.approx(0.5), 0.0,
+                                                                            pytest.approx(1.0), 1, 2)
+    # Only the seeds both ran are paired; one of them gives no interval.
+    one = tables.paired_difference({0: 0.8, 5: 0.1}, {0: 0.6})
+    assert one == {"mean": pytest.approx(0.2), "low": None, "high": None, "n": 1, "won": 1}
+    # Ten seeds, +0.02 each but one at -0.01: the interval lies above 0 and holds the mean.
+    diffs = [0.02] * 9 + [-0.01]
+    ten = tables.paired_difference({s: 0.8 + d for s, d in enumerate(diffs)}, dict.fromkeys(range(10), 0.8))
+    assert ten is not None and ten["won"] == 9
+    assert ten["mean"] == pytest.approx(0.017)
+    assert 0 < ten["low"] < ten["mean"] < ten["high"] <= 0.02 + 1e-9
+    assert tables.fmt_paired(ten)[2] == "9 of 10"
+    assert tables.paired_difference({0: 0.5}, {1: 0.5}) is None
 
 
 def test_registry_and_methods() -> None:
@@ -259,8 +291,14 @@ def scripted_teacher(method: str) -> ScriptedChatModel:
 def comparable(rows: list[dict]) -> list[dict]:
     """A benchmark's rows without what differs between two executions (wall time, teacher seconds,
     run folders)."""
-    return [{k: ([row[:2] + row[3:] for row in v] if k == "spend" else v) for k, v in r.items()
-             if k not in ("seconds", "run_dir")} for r in rows]
+    def same(k: str, v: object) -> object:
+        if k == "spend":
+            return [row[:2] + row[3:] for row in v]  # type: ignore[attr-defined]
+        if k == "final_fit":
+            return {name: x for name, x in v.items() if name != "seconds"}  # type: ignore[attr-defined]
+        return v
+
+    return [{k: same(k, v) for k, v in r.items() if k not in ("seconds", "run_dir")} for r in rows]
 
 
 def test_bench_on_a_config_file_and_jobs_give_the_same_rows(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -73,6 +73,7 @@ def test_trace_records_every_turn(tmp_path: Path, tiny_model_dir: Path) -> None:
         "verifier",
         "trainer",
         "decide",
+        "final_fit",
         "finish",
     ]
     calls = [r for r in records if isinstance(r, LLMCall)]

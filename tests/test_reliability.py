@@ -561,7 +561,7 @@ def test_resume_after_a_kill_between_a_node_and_its_checkpoint(tmp_path: Path, t
     assert [h["round"] for h in result.state["history"]] == [0, 1, 2]
     resumed = list(read_trace(run.trace))
     after = resumed[[i for i, r in enumerate(resumed) if isinstance(r, RunHeader)][-1]:]
-    assert [r.node for r in after if isinstance(r, NodeTurn)] == ["trainer", "decide", "finish"]
+    assert [r.node for r in after if isinstance(r, NodeTurn)] == ["trainer", "decide", "final_fit", "finish"]
     assert result.state["history"][:2] == first_history[:2]
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 from evokd.agents.recording import Recording, ReplayDivergence
 from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
-from evokd.core.records import LLMCall
+from evokd.core.records import LLMCall, RunResult
 from evokd.core.trace import read_trace
 from evokd.graph import replay
 from evokd.graph.runner import execute
@@ -26,7 +26,7 @@ def original(tmp_path: Path, tiny_model_dir: Path):
 
 def test_rerun_reproduces_every_round(original, tmp_path: Path) -> None:
     result, diffs = replay.rerun(original.root, out=tmp_path / "rerun")
-    assert [d.round for d in diffs] == [0, 1, 2]
+    assert [d.round for d in diffs] == [0, 1, 2, None]
     assert all(d.same for d in diffs), diffs
     calls = [r for r in read_trace(result.run.trace) if isinstance(r, LLMCall)]
     assert calls and all(c.from_record for c in calls)  # no live teacher was asked
@@ -87,6 +87,9 @@ def test_fork_shares_rounds_before_n_and_differs_after(original, tmp_path: Path,
     texts = lambda samples, r: [s["text"] for s in samples if s["round"] == r]  # noqa: E731
     assert texts(samples_a, 1) == texts(samples_b, 1)
     assert texts(samples_a, 2) != texts(samples_b, 2)
+    # The fork ends with a final fit of its own, on its own pool.
+    final = RunResult.model_validate_json(fork.result.read_text()).final_fit
+    assert final is not None and final.train_size == sum(1 for s in samples_b if s["accepted"])
     console = Console(record=True, width=120)
     replay.compare(original.root, fork.root, console)
     out = console.export_text()

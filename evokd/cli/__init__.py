@@ -232,11 +232,11 @@ def replay(
             different = [d for d in diffs if not d.same]
             for d in diffs:
                 mark = "[green]same[/]" if d.same else "[red]DIFFERENT[/]"
-                console.print(f"round {d.round}: original {d.original}  rerun {d.rerun}  {mark}")
+                console.print(f"{d.name}: original {d.original}  rerun {d.rerun}  {mark}")
             console.print(f"rerun folder: {result.run.root}")
             if different:
-                fail(f"{len(different)} round(s) differ from the original")
-            console.print("[bold green]every round's dev metrics match the original[/]")
+                fail(f"{', '.join(d.name for d in different)} differ(s) from the original")
+            console.print("[bold green]every round's dev metrics (and the final fit's) match the original[/]")
             return
         if as_json:
             for record in rp.records(run_dir, round, node):

@@ -1,0 +1,41 @@
+"""The final fit, the node between the last `decide` and `finish` (with loop.final_fit, the default).
+
+The per-round student is the loop's probe: it continues from round to round on each new batch and
+a review sample, so most of what the teacher wrote is seen only in its own round, and the best round
+is the luckiest of several noisy dev scores. When the loop stops, this node fits a fresh student
+once on everything the run bought, the seed set and every accepted sample (each method's own pool),
+with the [final_fit] recipe: its stopping point chosen on dev, its probabilities calibrated on dev
+(student/final_fit.py). It ships as student/; the best round's student is set aside in
+best_round_student/, and `finish` scores both on test.
+
+A resumed run killed here redoes the whole node (the fit is seeded, so it gives the same student), and
+a replay re-executes it: it is part of the recorded run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from evokd.core.files import write_atomic
+from evokd.core.samples import to_sample
+from evokd.graph.context import Context
+from evokd.graph.state import RunState
+
+
+def final_fit(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """A fresh student on the seed set and every accepted sample; it becomes student/."""
+    from evokd.student.final_fit import final_fit as fit  # torch, transformers: loaded when a run first trains
+
+    ctx = runtime.context
+    pool = [to_sample(s) for s in state.get("samples", []) if s["accepted"]]
+    ctx.run.set_aside_best_round()
+    student, report = fit(ctx.cfg.task, ctx.cfg.student, ctx.cfg.final_fit, pool, ctx.data.dev,
+                          seed=ctx.cfg.student.seed,
+                          on_step=lambda done, total: ctx.callbacks.on_progress("final fit", done, total))
+    student.save(ctx.run.student)
+    ctx.holder.student, ctx.holder.source = student, str(ctx.run.student)
+    write_atomic(ctx.run.final_fit, report.model_dump_json(indent=2) + "\n")
+    return {"final_fit": report.model_dump(mode="json", exclude={"recipe"}),
+            "usage": {"train": report.seconds}}
