@@ -175,7 +175,8 @@ def test_rerun_reproduces_a_pool_run_and_a_fork_goes_live_after_round_1(tmp_path
     cfg = pool_config(tmp_path, tiny_model_dir)
     original = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher())).run
     result, diffs = replay.rerun(original.root, out=tmp_path / "rerun")
-    assert [d.round for d in diffs] == [0, 1, 2] and all(d.same for d in diffs), diffs
+    # The last row is the final fit (round None).
+    assert [d.round for d in diffs] == [0, 1, 2, None] and all(d.same for d in diffs), diffs
     calls = [r for r in read_trace(result.run.trace) if isinstance(r, LLMCall)]
     assert calls and all(c.from_record for c in calls)
     assert [s.get("row") for s in samples_of(result.run)] == [s.get("row") for s in samples_of(original)]
