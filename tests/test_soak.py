@@ -37,18 +37,18 @@ import json, sys
 from evokd import view
 
 rss_log = sys.argv[1]
-shown = view.LiveView.round_finished
+shown = view.LiveView.on_round_end
 
 def rss_mb():
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
 
-def round_finished(self, metrics):
+def on_round_end(self, metrics):
     shown(self, metrics)
     with open(rss_log, "a") as fh:
-        fh.write(json.dumps({"round": metrics["round"], "rss_mb": rss_mb()}) + "\\n")
+        fh.write(json.dumps({"round": metrics.round, "rss_mb": rss_mb()}) + "\\n")
 
-view.LiveView.round_finished = round_finished
+view.LiveView.on_round_end = on_round_end
 from evokd.cli import app
 sys.argv = ["evokd", *sys.argv[2:]]
 app()
