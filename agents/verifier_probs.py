@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from evokd.agents.client import BudgetExhausted, NoLogprobs, TeacherClient
@@ -114,38 +114,40 @@ def confirm_by_probability(teacher: TeacherClient, prompts: PromptSet, task: Tas
                            intended: list[str], *, round: int, batch_size: int, threshold: float) -> Labelled:
     """The default loop's Verifier with label probabilities: a text is kept when the label it was
     written for has at least `threshold`; each verdict carries that probability (`p`)."""
-    read = read_labels(teacher, prompts, task, texts, round=round, batch_size=batch_size)
-    verdicts = []
-    for distribution, asked, label in zip(read.distributions, read.asked, intended, strict=True):
-        if not asked:
-            verdicts.append(Verdict(reason="teacher budget spent before labelling"))
-        elif distribution is None:
-            verdicts.append(Verdict(reason="the Verifier named no label"))
-        else:
-            p = distribution.get(label, 0.0)
-            said = max(distribution, key=lambda name: distribution[name])
-            reason = None if p >= threshold else \
-                f"the Verifier gives {label!r} p={p:.2f} (< {threshold}), {said!r} p={distribution[said]:.2f}"
-            verdicts.append(Verdict(label=label, p=round_p(p), reason=reason))
-    return Labelled(verdicts, read.calls)
+    def judge(i: int, distribution: Distribution) -> Verdict:
+        label = intended[i]
+        p = distribution.get(label, 0.0)
+        said = max(distribution, key=lambda name: distribution[name])
+        reason = None if p >= threshold else \
+            f"the Verifier gives {label!r} p={p:.2f} (< {threshold}), {said!r} p={distribution[said]:.2f}"
+        return Verdict(label=label, p=round_p(p), reason=reason)
+
+    return judged(read_labels(teacher, prompts, task, texts, round=round, batch_size=batch_size), judge)
 
 
 def label_by_probability(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: list[str], *,
                          round: int, batch_size: int, threshold: float) -> Labelled:
     """Blind labelling with label probabilities (the pool's Verifier): each text gets its most likely
     label, kept when that label has at least `threshold`; each verdict carries its probability."""
-    read = read_labels(teacher, prompts, task, texts, round=round, batch_size=batch_size)
+    def judge(i: int, distribution: Distribution) -> Verdict:
+        label = max(distribution, key=lambda name: distribution[name])
+        p = distribution[label]
+        reason = None if p >= threshold else f"the Verifier is unsure: {label!r} p={p:.2f} (< {threshold})"
+        return Verdict(label=label, p=round_p(p), reason=reason)
+
+    return judged(read_labels(teacher, prompts, task, texts, round=round, batch_size=batch_size), judge)
+
+
+def judged(read: Read, judge: Callable[[int, Distribution], Verdict]) -> Labelled:
+    """A verdict per text: `judge(i, distribution)` for each text the teacher labelled, else why not."""
     verdicts = []
-    for distribution, asked in zip(read.distributions, read.asked, strict=True):
+    for i, (distribution, asked) in enumerate(zip(read.distributions, read.asked, strict=True)):
         if not asked:
             verdicts.append(Verdict(reason="teacher budget spent before labelling"))
         elif distribution is None:
             verdicts.append(Verdict(reason="the Verifier named no label"))
         else:
-            label = max(distribution, key=lambda name: distribution[name])
-            p = distribution[label]
-            reason = None if p >= threshold else f"the Verifier is unsure: {label!r} p={p:.2f} (< {threshold})"
-            verdicts.append(Verdict(label=label, p=round_p(p), reason=reason))
+            verdicts.append(judge(i, distribution))
     return Labelled(verdicts, read.calls)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,16 +87,21 @@ def _read_delimited(path: Path, task: TaskConfig) -> list[Sample]:
 def _json_lines(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
     """(line number, object) for each non-blank line of a JSONL file."""
     with path.open(encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object")
-            yield number, record
+        yield from _json_objects(enumerate(handle, start=1), path)
+
+
+def _json_objects(lines: Iterable[tuple[int, str]], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank numbered line, each a JSON object."""
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{number}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{number}: expected a JSON object")
+        yield number, record
 
 
 def _json_list(path: Path) -> list[dict[str, object]]:
@@ -340,16 +345,8 @@ def _pool_delimited(path: Path, task: TaskConfig) -> Iterator[tuple[int, str]]:
 
 
 def _pool_jsonl(path: Path, task: TaskConfig) -> Iterator[tuple[int, str | list[str]]]:
-    for number, line in _lines(path):
-        if not line.strip():
-            continue
+    for number, record in _json_objects(_lines(path), path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: expected a JSON object")
         tokens = record.get("tokens") if task.type == "ner" else None
         if tokens is not None:
             if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) and t.strip()
