@@ -47,9 +47,10 @@ class DiagnosisReply(BaseModel):
 
 
 def diagnose(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, errors: list[dict[str, Any]],
-             n_seen: int, metrics: dict[str, Any] | None) -> Answer[DiagnosisReply]:
+             n_seen: int, metrics: dict[str, Any] | None, real: bool = False) -> Answer[DiagnosisReply]:
     """The default loop's Analyst: at most three weaknesses, read from the samples the student got
-    wrong before it trained on them (`errors`, out of `n_seen`) and its dev scores after (`metrics`)."""
+    wrong before it trained on them (`errors`, out of `n_seen`) and its dev scores after (`metrics`);
+    with `real`, its mistakes on the gold feedback texts, which it never trains on."""
     messages, template = prompts.messages("diagnosis", **task_variables(task), errors=errors, n_seen=n_seen,
-                                          metrics=metrics)
+                                          metrics=metrics, real=real)
     return ask(teacher, messages, DiagnosisReply, round=round, node="analyst", template=template)

@@ -33,7 +33,7 @@ VARIABLES: dict[str, set[str]] = {
     "augment": {"task_description", "labels", "label_descriptions", "example", "n", "round"},
     "generator_labelled": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
     # The default evokd loop's Analyst and Generator (docs/method.md).
-    "diagnosis": {"task_description", "labels", "label_descriptions", "errors", "n_seen", "metrics"},
+    "diagnosis": {"task_description", "labels", "label_descriptions", "errors", "n_seen", "metrics", "real"},
     "targeted": {"task_description", "labels", "label_descriptions", "label", "weaknesses", "examples",
                  "n_hard", "n_easy", "round", "keys"},
 }

@@ -103,6 +103,14 @@ class DataConfig(_Section):
     # The user's own unlabelled texts (loop.method = "pool" picks from them): one text a line,
     # CSV/TSV/JSONL with task.text_column, or for NER CoNLL sentences (tags, if any, are ignored).
     unlabeled: Path | None = None
+    # Labelled texts whose mistakes the student is shown (real errors, S3-style; loop.method =
+    # "evokd"): each round the student labels them and the Analyst and the Generator read the ones
+    # it got wrong, text and gold label. Same formats as dev; never scored, never trained on, and a
+    # generated text equal to one is rejected as a dev/test text is.
+    feedback: Path | None = None
+    # Without a feedback file: this share of dev (a seeded sample, taken after dev_limit) is set
+    # aside as the feedback texts, and the rest of dev scores.
+    feedback_share: float = Field(0.0, ge=0, lt=1)
     # Cap on dev/test rows (seeded sample) so evaluation stays cheap on a CPU.
     dev_limit: int | None = None
     test_limit: int | None = None
@@ -111,6 +119,8 @@ class DataConfig(_Section):
     def _has_dev(self) -> DataConfig:
         if self.hf is None and self.hf_dataset is not None:
             self.hf = HubConfig(path=self.hf_dataset)
+        if self.feedback is not None and self.feedback_share:
+            raise ValueError("data.feedback and data.feedback_share both name the feedback texts: set one")
         if self.hf is not None and self.seed is None and self.dev is None:
             return self
         if self.dev is None:
@@ -189,8 +199,11 @@ class LoopConfig(_Section):
     n_easy: int = Field(4, ge=0)
     # evokd: a new analysis every this many rounds; the rounds between reuse the last one.
     analyst_every: int = Field(2, ge=1)
-    # evokd: the student's hardest texts of a label (highest loss in the batch it has just seen)
-    # shown to the Generator as material to vary.
+    # evokd: false leaves the Analyst out (no diagnosis; the Generator still sees the errors).
+    analyst: bool = True
+    # evokd: the student's hardest texts of a label shown to the Generator as material to vary: its
+    # mistakes on the feedback texts (data.feedback, data.feedback_share) when there are any, else
+    # its highest-loss texts in the generated batch it has just seen.
     show_errors: int = Field(2, ge=0)
     # evokd: ask a label for hard texts only when the student got some of its latest texts wrong, to
     # vary them (else n_hard + n_easy plain texts, no Verifier call). Lost on SST-2 dev: off.
@@ -376,7 +389,8 @@ def _apply(data: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("data", "unlabeled"), ("teacher", "gguf")}
+_PATH_FIELDS = {("data", "seed"), ("data", "dev"), ("data", "test"), ("data", "unlabeled"), ("data", "feedback"),
+                ("teacher", "gguf")}
 _TOP_PATHS = {"runs_dir", "prompts_dir"}
 
 

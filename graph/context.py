@@ -24,11 +24,13 @@ class TaskData:
     seed: list[Sample]
     dev: list[Sample]
     test: list[Sample]
-    # Normalised dev and test texts: generated samples equal to one of them are rejected.
+    # Labelled texts whose mistakes the student is shown (data.feedback, data.feedback_share).
+    feedback: list[Sample] = field(default_factory=list)
+    # Normalised dev, test and feedback texts: generated samples equal to one of them are rejected.
     eval_keys: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
-        self.eval_keys = {normalise(s.text) for s in [*self.dev, *self.test]}
+        self.eval_keys = {normalise(s.text) for s in [*self.dev, *self.test, *self.feedback]}
 
 
 class StudentHolder:

@@ -90,6 +90,8 @@ class Method:
     owns: tuple[str, ...] = ()
     check: Callable[[RunConfig], tuple[str, str] | None] | None = None
     bench: tuple[BenchRow, ...] = ()
+    # Reads the feedback texts (data.feedback, data.feedback_share); for another method they are an error.
+    reads_feedback: bool = False
     # (evokd version prefix, name): runs recorded by those versions called this method by that name.
     formerly: tuple[tuple[str, str], ...] = ()
     # The method's own data, loaded and checked in the pre-flight (before a run folder exists) and kept

@@ -17,7 +17,7 @@ from evokd.core.records import Sample
 from evokd.graph.context import TaskData
 from evokd.graph.method import Method
 from evokd.graph.methods import METHODS
-from evokd.student.data import DataError, cap, read_samples, sample_k_shot
+from evokd.student.data import DataError, cap, read_samples, sample_k_shot, split_off
 from evokd.student.hub import read_hub
 from evokd.tracking import require_mlflow
 
@@ -62,6 +62,10 @@ def method_of(cfg: RunConfig) -> Method:
                                                   f'"{other.name}" only')
     if method.check is not None and (problem := method.check(cfg)) is not None:
         raise cfg.error_at(*problem)
+    if (cfg.data.feedback is not None or cfg.data.feedback_share) and not method.reads_feedback:
+        key = "data.feedback" if cfg.data.feedback is not None else "data.feedback_share"
+        readers = " or ".join(f'"{m.name}"' for m in METHODS.values() if m.reads_feedback)
+        raise cfg.error_at(key, f"{key} is read by loop.method = {readers} only")
     return method
 
 
@@ -88,8 +92,18 @@ def load_task_data(cfg: RunConfig) -> TaskData:
     seed = sample_k_shot(pool, cfg.task, cfg.sampling.k_per_class, cfg.sampling.seed)
     dev = cap(dev_rows, cfg.data.dev_limit, cfg.sampling.seed)
     test = cap(test_rows, cfg.data.test_limit, cfg.sampling.seed)
+    feedback: list[Sample] = []
+    if cfg.data.feedback is not None:
+        feedback = read_samples(cfg.data.feedback, cfg.task)
+        if not feedback:
+            raise DataError(f"{cfg.data.feedback}: no feedback samples")
+    elif cfg.data.feedback_share:
+        dev, feedback = split_off(dev, cfg.data.feedback_share, cfg.sampling.seed)
+        if not feedback or not dev:
+            raise DataError(f"data.feedback_share = {cfg.data.feedback_share} of {len(dev) + len(feedback)} dev "
+                            f"samples leaves {len(feedback)} to show and {len(dev)} to score: both need some")
     if not seed:
         raise DataError(f"{where}: no seed samples")
     if not dev:
         raise DataError(f"{cfg.data.dev or where}: no dev samples (evokd never evaluates on training data)")
-    return TaskData(seed=seed, dev=dev, test=test)
+    return TaskData(seed=seed, dev=dev, test=test, feedback=feedback)

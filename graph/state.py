@@ -34,6 +34,9 @@ class RunState(TypedDict, total=False):
     # The default evokd loop: the Analyst's latest diagnosis (reused by later rounds) and its round.
     diagnosis: list[str]
     analysed_round: int
+    # The default loop with feedback texts: the ones the student (as it is now) gets wrong or nearly
+    # wrong, with its predictions, hardest first: what this round's Analyst and Generator read.
+    real_errors: list[dict[str, Any]]
     # The round's new texts before any check: {text, intent} and, when written for a label or with
     # entities, "annotation" (a label, or an entity list for NER) and "label".
     candidates: list[dict[str, Any]]

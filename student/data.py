@@ -459,3 +459,10 @@ def cap(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
         return list(samples)
     keep = sorted(random.Random(seed).sample(range(len(samples)), limit))
     return [samples[i] for i in keep]
+
+
+def split_off(samples: list[Sample], share: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(rest, part): a seeded `share` of the samples set apart, each side in input order."""
+    n = round(len(samples) * share)
+    part = set(random.Random(seed).sample(range(len(samples)), n))
+    return ([s for i, s in enumerate(samples) if i not in part], [s for i, s in enumerate(samples) if i in part])

@@ -92,7 +92,8 @@ def test_hard_texts_only_where_the_student_erred(tmp_path: Path, tiny_model_dir:
 
 def runtime_for(cfg, script) -> SimpleNamespace:
     teacher = TeacherClient(ScriptedChatModel(script=script), cfg.llm, mode="json_schema")
-    return SimpleNamespace(context=SimpleNamespace(cfg=cfg, teacher=teacher, prompts=PromptSet("classification")))
+    return SimpleNamespace(context=SimpleNamespace(cfg=cfg, teacher=teacher, prompts=PromptSet("classification"),
+                                                   data=SimpleNamespace(feedback=[])))
 
 
 def test_analyst_reads_mistakes_before_and_scores_after_training(tmp_path: Path, tiny_model_dir: Path) -> None:

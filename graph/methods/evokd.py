@@ -5,9 +5,13 @@ teacher tokens per sample than the paper's.
 
 - analyst: a short diagnosis (at most 3 weaknesses) of the texts the student got wrong in the batch
   it has just seen, before training on them; no call while there is nothing wrong to read (round 1:
-  the seed set it was fitted on), and a new one only every `loop.analyst_every` rounds.
+  the seed set it was fitted on), and a new one only every `loop.analyst_every` rounds (none with
+  `loop.analyst = false`). With feedback texts (data.feedback, data.feedback_share: gold texts the
+  student never trains on, S3's idea) the node first has the student label them, and its mistakes
+  there, text and gold label, are what the Analyst reads and the Generator varies.
 - generator: per label, a fresh call for hard and easy texts written *for* that label, shown the
-  diagnosis and the student's highest-loss texts of the label to vary.
+  diagnosis and the student's highest-loss texts of the label to vary (its real mistakes when there
+  are feedback texts).
 - verifier: the cheap checks, near-duplicates by sentence embedding, then the hard texts labelled
   blind; a text is kept when the Verifier's label is the one it was written for (with
   `loop.verifier = "probabilities"`: when that label's probability reaches `loop.verifier_threshold`).
@@ -31,8 +35,17 @@ from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import confirm_texts, judge_entities
 from evokd.agents.verifier_probs import confirm_by_probability
 from evokd.config import LoopConfig
-from evokd.core.records import LLMCall
-from evokd.core.samples import Record, as_rows, for_analyst, is_correct, prechecked, predicted_value, to_sample
+from evokd.core.records import LLMCall, Sample
+from evokd.core.samples import (
+    Record,
+    as_rows,
+    for_analyst,
+    is_correct,
+    note_prediction,
+    prechecked,
+    predicted_value,
+    to_sample,
+)
 from evokd.graph.context import Context
 from evokd.graph.estimate import Asks
 from evokd.graph.method import BenchRow, Method, Step, Training
@@ -51,25 +64,51 @@ def round_steps(loop: LoopConfig) -> list[Step]:
 
 
 def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The Analyst reads what the student got wrong in the batch it has just seen."""
+    """The Analyst reads what the student got wrong: on the feedback texts when there are any, else
+    in the batch it has just seen."""
     ctx = runtime.context
     loop = ctx.cfg.loop
-    latest = state.get("latest", [])
-    errors = [s for s in latest if s.get("predicted") is not None and not is_correct(s)]
+    update: dict[str, Any] = {}
+    if ctx.data.feedback:
+        real = real_errors(ctx.holder.at(state["student_dir"]), ctx.data.feedback, cap=REAL_ERRORS_KEPT)
+        update["real_errors"] = real
+        n_seen, errors = len(ctx.data.feedback), [s for s in real if not is_correct(s)]
+    else:
+        latest = state.get("latest", [])
+        n_seen, errors = len(latest), [s for s in latest if s.get("predicted") is not None and not is_correct(s)]
     analysed = state.get("analysed_round")
-    if not errors or (analysed is not None and state["round"] - analysed < loop.analyst_every):
-        return {}
+    if not loop.analyst or not errors or (analysed is not None and state["round"] - analysed < loop.analyst_every):
+        return update
     rng = random.Random(ctx.cfg.sampling.seed + state["round"])
     shown = [for_analyst(s) for s in rng.sample(errors, min(loop.max_shown, len(errors)))]
     answer = diagnose(ctx.teacher, ctx.prompts, ctx.cfg.task, round=state["round"], errors=shown,
-                      n_seen=len(latest),
+                      n_seen=n_seen, real=bool(ctx.data.feedback),
                       metrics=dev_metrics(state.get("history", [])) if loop.analyst_sees_metrics else None)
-    update: dict[str, Any] = {"calls": answer.calls}
+    update["calls"] = answer.calls
     if answer.reply is not None:
         weaknesses = [" ".join(w.split()) for w in answer.reply.weaknesses if w.strip()][:3]
         update |= {"diagnosis": weaknesses, "analysis": "\n".join(f"- {w}" for w in weaknesses),
                    "analysed_round": state["round"]}
     return update
+
+
+# The feedback records kept in the state each round (the hardest first): enough for every label's
+# examples and the Analyst's sample, without a large feedback file in every checkpoint.
+REAL_ERRORS_KEPT = 64
+
+
+def real_errors(student: Student, feedback: list[Sample], cap: int, min_loss: float = 0.25) -> list[Record]:
+    """The feedback samples the student gets wrong or nearly wrong (loss at least `min_loss`; NER:
+    any tag wrong), each with its gold annotation, what the student said and how sure it was of the
+    gold label: at most `cap`, highest loss first."""
+    records: list[Record] = []
+    for sample, prediction in zip(feedback, student.predict(feedback), strict=True):
+        record: Record = {"text": sample.text, "label": sample.label, "tokens": sample.tokens, "tags": sample.tags,
+                          "intent": "feedback"}
+        note_prediction(record, prediction)
+        if not is_correct(record) or loss(record) >= min_loss:
+            records.append(record)
+    return sorted(records, key=loss, reverse=True)[:cap]
 
 
 def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -78,7 +117,9 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     loop, task = ctx.cfg.loop, ctx.cfg.task
 
     def write_for(label: str) -> Answer[list[dict[str, Any]]]:
-        errors = hardest(state.get("latest", []), label, max(loop.show_errors, 1), task.type == "ner")
+        k, ner = max(loop.show_errors, 1), task.type == "ner"
+        # The student's real mistakes of the label when it has feedback texts, else its own generated ones.
+        errors = hardest(state.get("real_errors", []), label, k, ner) or hardest(state.get("latest", []), label, k, ner)
         n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
         return write_targeted(ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
                               weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
@@ -204,10 +245,14 @@ def estimate(asks: Asks) -> None:
               asks.n * (asks.per_text + (0 if task.type == "classification" else asks.per_label)) + 10)
     # No diagnosis in round 1 (nothing wrong to read), then one every loop.analyst_every rounds:
     # its tokens are spread over the rounds as an average share.
-    diagnosis = asks.messages("diagnosis", errors=asks.records(loop.max_shown), n_seen=asks.n * labels,
-                              metrics=asks.metrics if loop.analyst_sees_metrics else None)
-    share = round(math.ceil(max(loop.max_rounds - 1, 0) / loop.analyst_every) / max(loop.max_rounds, 1), 3)
-    asks.call("analyst", share, diagnosis, asks.replies.analyst // 2)
+    if loop.analyst:
+        real = bool(asks.cfg.data.feedback or asks.cfg.data.feedback_share)
+        diagnosis = asks.messages("diagnosis", errors=asks.records(loop.max_shown), n_seen=asks.n * labels,
+                                  metrics=asks.metrics if loop.analyst_sees_metrics else None, real=real)
+        # Without feedback texts round 1 has nothing wrong to read; with them it has.
+        analysed = loop.max_rounds if real else max(loop.max_rounds - 1, 0)
+        share = round(math.ceil(analysed / loop.analyst_every) / max(loop.max_rounds, 1), 3)
+        asks.call("analyst", share, diagnosis, asks.replies.analyst // 2)
     checked = {"hard": loop.n_hard, "all": asks.n, "contested": asks.n // 2}[loop.verify] * labels
     if checked:
         batch = loop.verifier_batch_size
@@ -232,5 +277,12 @@ METHOD = Method(
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     # evokd+probs: the same loop with the Verifier reading label probabilities (NER rows: as evokd).
-    bench=(BenchRow("evokd"), BenchRow("evokd+probs", ('loop.verifier="probabilities"',))),
+    # evokd+feedback: the Analyst and the Generator read the student's mistakes on a fifth of dev (S3's
+    # real errors; the other four fifths score); s3: the same without the Analyst; evokd-no-analyst:
+    # the default without it (full profile, or --methods).
+    bench=(BenchRow("evokd"), BenchRow("evokd+probs", ('loop.verifier="probabilities"',)),
+           BenchRow("evokd+feedback", ("data.feedback_share=0.2",), ablation=True),
+           BenchRow("s3", ("data.feedback_share=0.2", "loop.analyst=false"), ablation=True),
+           BenchRow("evokd-no-analyst", ("loop.analyst=false",), ablation=True)),
+    reads_feedback=True,
 )
