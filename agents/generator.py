@@ -138,15 +138,16 @@ def targeted_schema(task_type: str, label: str, n_hard: int, n_easy: int) -> Any
 
 
 def write_targeted(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
-                   weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int
-                   ) -> Answer[list[dict[str, Any]]]:
+                   weaknesses: list[str], examples: list[dict[str, Any]], n_hard: int, n_easy: int,
+                   style: list[str] | None = None) -> Answer[list[dict[str, Any]]]:
     """The default loop's Generator: a fresh call for `n_hard` hard and `n_easy` easy texts of one
-    label, given the Analyst's weaknesses and the student's hardest texts of that label to vary.
+    label, given the Analyst's weaknesses and the student's hardest texts of that label to vary, and
+    (`style`) the attributes drawn for the request.
     The answer's reply is the candidates ({text, intent, annotation, label}: the annotation is the
     label, or for NER the entity list the Generator wrote)."""
     messages, template = prompts.messages("targeted", **task_variables(task), round=round, label=label,
                                           weaknesses=weaknesses, examples=examples, n_hard=n_hard,
-                                          n_easy=n_easy, keys=reply_keys(label))
+                                          n_easy=n_easy, keys=reply_keys(label), style=style or [])
     answer = ask(teacher, messages, targeted_schema(task.type, label, n_hard, n_easy), round=round,
                  node="generator", template=template)
     if answer.reply is None:

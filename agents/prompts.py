@@ -29,13 +29,13 @@ VARIABLES: dict[str, set[str]] = {
     # The Verifier asked for a label it answers in a word, read as probabilities (loop.verifier).
     "verifier_probs": {"task_description", "labels", "label_descriptions", "texts"},
     "llm2llm": {"task_description", "labels", "label_descriptions", "example", "n"},
-    "static": {"task_description", "labels", "label_descriptions", "label", "n", "round"},
+    "static": {"task_description", "labels", "label_descriptions", "label", "n", "round", "style"},
     "augment": {"task_description", "labels", "label_descriptions", "example", "n", "round"},
     "generator_labelled": {"task_description", "labels", "label_descriptions", "n_hard", "n_easy", "round"},
     # The default evokd loop's Analyst and Generator (docs/method.md).
     "diagnosis": {"task_description", "labels", "label_descriptions", "errors", "n_seen", "metrics", "real"},
     "targeted": {"task_description", "labels", "label_descriptions", "label", "weaknesses", "examples",
-                 "n_hard", "n_easy", "round", "keys"},
+                 "n_hard", "n_easy", "round", "keys", "style"},
 }
 # Every template an agent may use, as (agent, part); a method names the ones it cannot run without.
 FILES: list[tuple[str, str]] = [

@@ -46,7 +46,8 @@ def write_texts(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *,
 
 
 def write_for_label(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, *, round: int, label: str,
-                    n: int) -> Answer[Any]:
-    """n texts whose label is `label`; for NER, n sentences with a `label` entity, entities listed."""
-    return write_texts(teacher, prompts, task, agent="static", round=round, n=n, label=label,
+                    n: int, style: list[str] | None = None) -> Answer[Any]:
+    """n texts whose label is `label`; for NER, n sentences with a `label` entity, entities listed;
+    `style`: the attributes drawn for the request (attributes.py)."""
+    return write_texts(teacher, prompts, task, agent="static", round=round, n=n, label=label, style=style or [],
                        annotated=task.type == "ner")

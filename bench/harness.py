@@ -173,7 +173,21 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
         # Test scores of the shipped student when there is test data, else the best round's dev scores.
         "per_class": per_class_f1(final_test or test or history[state.get("best_round", 0)]["dev"]),
         "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
+        "similarity": mean_similarity(cfg, [s["text"] for s in state.get("samples", [])
+                                            if s["accepted"] and s["intent"] != "seed"]),
     }
+
+
+def mean_similarity(cfg: Any, texts: list[str]) -> float | None:
+    """Mean pairwise cosine of the texts' sentence vectors (the student's pretrained encoder): how
+    alike a run's accepted texts read; lower is more varied. None for fewer than two texts."""
+    if len(texts) < 2:
+        return None
+    from evokd.student.model import build_student  # torch, transformers: a graph run has loaded them
+
+    vectors = build_student(cfg.task, cfg.student).embed(texts)
+    cosines = vectors @ vectors.T
+    return float((cosines.sum() - cosines.diagonal().sum()) / (len(texts) * (len(texts) - 1)))
 
 
 def one_run(config: Path, overrides: list[str], method: str, settings: Settings,

@@ -93,6 +93,7 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
                            "best_round_test_f1": stats([r.get("best_round_test_f1") for r in rs
                                                         if r.get("final_fit")]),
                            "tokens": stats([r["tokens"] for r in rs]), "rounds": stats([r["rounds"] for r in rs]),
+                           "similarity": stats([r.get("similarity") for r in rs]),
                            "gain_per_1k_tokens": stats(gains)}
     comparisons: dict[str, Any] = {}
     for method in (m for m in EVOKD if by.get(m)):
@@ -154,6 +155,12 @@ def render_markdown(result: dict[str, Any]) -> str:
         s = summary[method]
         lines.append(f"| {method} | {fmt(s['f1'])} | {fmt(s.get('best_round_test_f1'))} | {fmt(s['dev_f1'])} | "
                      f"{fmt(s['tokens'], 0)} | {fmt(s['gain_per_1k_tokens'], 4, sign=True)} | {fmt(s['rounds'], 1)} |")
+    alike = {m: summary[m]["similarity"] for m in result["methods"] if summary[m].get("similarity")}
+    if alike:
+        lines += ["", "How alike the accepted texts read: the mean pairwise cosine of their sentence vectors (the "
+                  "student's pretrained encoder; lower is more varied).", "",
+                  "| method | mean pairwise cosine |", "|---|---|"]
+        lines += [f"| {m} | {fmt(a, 3)} |" for m, a in alike.items()]
     versus = {m: c["versus_static"] for m, c in comparisons.items() if c.get("versus_static")}
     if versus:
         lines += ["", f"Each method against static, paired by seed ({f1_name}): the mean difference, its 95 % "

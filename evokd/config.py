@@ -39,6 +39,10 @@ class TaskConfig(_Section):
     label_column: str = "label"
     # Raw values in data files mapped to label names, e.g. {"0" = "negative", "1" = "positive"}.
     label_map: dict[str, str] = {}
+    # Ways the task's texts vary (AttrPrompt's idea), e.g. {length = ["a few words", "one sentence"],
+    # aspect = ["plot", "acting", "music"]}: each Generator request of evokd and static draws one value
+    # of each, seeded by the round and the label, and asks for texts of that kind.
+    attributes: dict[str, list[str]] = {}
 
     @property
     def metric(self) -> str:
@@ -60,6 +64,9 @@ class TaskConfig(_Section):
         bad = set(self.label_map.values()) - set(self.labels)
         if bad:
             raise ValueError(f"label_map maps to unknown labels: {sorted(bad)}")
+        empty = [name for name, values in self.attributes.items() if not values]
+        if empty:
+            raise ValueError(f"attributes without values: {empty}")
         return self
 
 
@@ -179,6 +186,10 @@ class FinalFitConfig(_Section):
     min_delta: float = Field(0.0, ge=0)
     # Temperature scaling on dev after the stop, so predicted probabilities match dev accuracy.
     calibrate: bool = True
+    # Each generated sample counts as much as the Verifier's probability of its label (samples.jsonl's
+    # teacher_p, with loop.verifier = "probabilities"; 1 where there is none: the seed set, texts not
+    # asked). Not yet measured against plain weights: off.
+    weigh_by_teacher: bool = False
 
 
 class LoopConfig(_Section):

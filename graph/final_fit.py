@@ -19,9 +19,18 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from evokd.core.files import write_atomic
+from evokd.core.records import Sample
 from evokd.core.samples import to_sample
 from evokd.graph.context import Context
 from evokd.graph.state import RunState
+
+
+def weighed(record: dict[str, Any], by_teacher: bool) -> Sample:
+    """A sample of the pool; with `by_teacher`, weighing what the Verifier gave its label (else 1)."""
+    sample = to_sample(record)
+    if by_teacher and record.get("teacher_p") is not None:
+        sample.weight = record["teacher_p"]
+    return sample
 
 
 def final_fit(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
@@ -29,7 +38,7 @@ def final_fit(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     from evokd.student.final_fit import final_fit as fit  # torch, transformers: loaded when a run first trains
 
     ctx = runtime.context
-    pool = [to_sample(s) for s in state.get("samples", []) if s["accepted"]]
+    pool = [weighed(s, ctx.cfg.final_fit.weigh_by_teacher) for s in state.get("samples", []) if s["accepted"]]
     ctx.run.set_aside_best_round()
     student, report = fit(ctx.cfg.task, ctx.cfg.student, ctx.cfg.final_fit, pool, ctx.data.dev,
                           seed=ctx.cfg.student.seed,

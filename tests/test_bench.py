@@ -63,6 +63,9 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
         assert fit["epochs_run"] <= 2 and fit["temperature"] > 0
     assert all(r["test_f1"] is not None for r in runs.values())
     assert runs["evokd"]["curve"][0] == [0, runs["evokd"]["seed_f1"]]
+    # How alike each graph run's accepted texts read: a mean cosine, in the JSON and the markdown.
+    assert all(-1 <= runs[m]["similarity"] <= 1 for m in ("static", "evokd"))
+    assert "similarity" not in runs["no-aug"]
 
     stem = out / "sentiment-quick"
     data = json.loads(stem.with_suffix(".json").read_text())
@@ -91,6 +94,7 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Per-class test F1 of every run, and their mean per method in the markdown.
     assert all(set(r["per_class"]) == {"negative", "positive"} for r in runs.values())
     assert "| method | negative | positive |" in markdown
+    assert "| method | mean pairwise cosine |" in markdown and "| static | " in markdown.split("pairwise cosine |")[-1]
     printed = (tmp_path / "console.txt").read_text()
     assert "evokd − static" in printed and "llm2llm" in printed
     # Every graph run wrote its own run folder under runs_dir.

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from evokd.config import ConfigError, FinalFitConfig, StudentConfig, TaskConfig, load_config
 from evokd.core.records import Sample
+from evokd.graph.final_fit import weighed
 from evokd.student.calibration import expected_calibration_error, fit_temperature, nll
 from evokd.student.final_fit import final_fit, schedule
 from evokd.student.model import ClassifierStudent, TaggerStudent, build_student, load_student, training_loss
@@ -268,3 +269,11 @@ def test_final_fit_config_section(tmp_path: Path, tiny_model_dir: Path) -> None:
         load_config(path, ["final_fit.epoch=3"])
     with pytest.raises(ConfigError, match=r"final_fit\.label_smoothing"):
         load_config(path, ["final_fit.label_smoothing=1.5"])
+
+
+def test_the_pool_can_weigh_each_sample_by_the_verifiers_probability() -> None:
+    asked = {"text": "A fine film.", "label": "positive", "teacher_p": 0.75, "accepted": True}
+    seed = {"text": "Dull.", "label": "negative", "accepted": True}
+    assert weighed(asked, by_teacher=True).weight == 0.75
+    assert weighed(seed, by_teacher=True).weight == 1.0
+    assert weighed(asked, by_teacher=False).weight == 1.0

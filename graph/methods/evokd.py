@@ -30,6 +30,7 @@ from langgraph.runtime import Runtime
 
 from evokd.agents.analyst import dev_metrics, diagnose
 from evokd.agents.ask import Answer, ask_in_turn
+from evokd.agents.attributes import GENERIC_ATTRIBUTES, draw
 from evokd.agents.client import NoLogprobs
 from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import confirm_texts, judge_entities
@@ -123,7 +124,9 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
         n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
         return write_targeted(ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
                               weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
-                              n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard)
+                              n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard,
+                              style=draw(task.attributes, seed=ctx.cfg.sampling.seed, round=state["round"],
+                                         label=label))
 
     written, calls = ask_in_turn(labels_of_round(task.labels, state["round"], loop.labels_per_round), write_for)
     return {"candidates": [c for _, found in written for c in found], "calls": calls}
@@ -240,7 +243,8 @@ def estimate(asks: Asks) -> None:
     labels = len(labels_of_round(task.labels, 1, loop.labels_per_round))
     gen = asks.messages("targeted", round=1, label=task.labels[0], weaknesses=["a few words of diagnosis"] * 3,
                         examples=asks.records(loop.show_errors), n_hard=loop.n_hard, n_easy=loop.n_easy,
-                        keys=("tricky_label", "plain_label"))
+                        keys=("tricky_label", "plain_label"),
+                        style=draw(task.attributes, seed=0, round=1, label=task.labels[0]))
     asks.call("generator", labels, gen,
               asks.n * (asks.per_text + (0 if task.type == "classification" else asks.per_label)) + 10)
     # No diagnosis in round 1 (nothing wrong to read), then one every loop.analyst_every rounds:
@@ -283,6 +287,7 @@ METHOD = Method(
     bench=(BenchRow("evokd"), BenchRow("evokd+probs", ('loop.verifier="probabilities"',)),
            BenchRow("evokd+feedback", ("data.feedback_share=0.2",), ablation=True),
            BenchRow("s3", ("data.feedback_share=0.2", "loop.analyst=false"), ablation=True),
-           BenchRow("evokd-no-analyst", ("loop.analyst=false",), ablation=True)),
+           BenchRow("evokd-no-analyst", ("loop.analyst=false",), ablation=True),
+           BenchRow("evokd+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",), ablation=True)),
     reads_feedback=True,
 )

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from langgraph.runtime import Runtime
 
 from evokd.agents.ask import Answer, ask_in_turn
+from evokd.agents.attributes import GENERIC_ATTRIBUTES, draw
 from evokd.agents.static import per_label, write_for_label
 from evokd.agents.verifier import judge_entities
 from evokd.config import LoopConfig
@@ -41,7 +42,9 @@ def write(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     loop, task = ctx.cfg.loop, ctx.cfg.task
     n = per_label(loop.n_hard, loop.n_easy, task.labels)
     asks = [Ask(label, None, partial(write_for_label, ctx.teacher, ctx.prompts, task, round=state["round"],
-                                     label=label, n=n)) for label in task.labels]
+                                     label=label, n=n, style=draw(task.attributes, seed=ctx.cfg.sampling.seed,
+                                                                  round=state["round"], label=label)))
+            for label in task.labels]
     return keep_as_asked(state, ctx, n=n, asks=asks)
 
 
@@ -82,7 +85,9 @@ def estimate(asks: Asks) -> None:
     """One call per label."""
     labels = asks.cfg.task.labels
     k = per_label(asks.loop.n_hard, asks.loop.n_easy, labels)
-    asks.call("static", len(labels), asks.messages("static", n=k, round=1, label=labels[0]), k * asks.per_text + 6)
+    style = draw(asks.cfg.task.attributes, seed=0, round=1, label=labels[0])
+    asks.call("static", len(labels), asks.messages("static", n=k, round=1, label=labels[0], style=style),
+              k * asks.per_text + 6)
 
 
 METHOD = Method(
@@ -90,5 +95,6 @@ METHOD = Method(
     round=round_steps,
     prompts=lambda loop: ["static.user"],
     estimate=estimate,
-    bench=(BenchRow("static"),),
+    # static+attributes: each request asks for texts of a drawn length and register (AttrPrompt's idea).
+    bench=(BenchRow("static"), BenchRow("static+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",))),
 )
