@@ -14,6 +14,7 @@ Measured on 200 SST-2 test sentences with the embedded 1.5B teacher: batches of 
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from evokd.agents.prompts import PromptSet, task_variables
 from evokd.agents.verifier import Labelled, Verdict
 from evokd.config import TaskConfig
 from evokd.core.records import LLMCall, TokenChoice
+
+log = logging.getLogger("evokd.verifier")
 
 TOP = 10  # alternatives asked at each position (OpenAI allows up to 20)
 Distribution = dict[str, float]  # label -> probability, summing to 1
@@ -186,3 +189,14 @@ def _ask(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: li
     max_tokens = 4 + (len(texts) * (6 + min(longest, 12)) if len(texts) > 1 else min(longest, 12))
     return teacher.ask_tokens(messages, round=round, node="verifier", max_tokens=max_tokens, top=TOP,
                               prompt_file=template.name, prompt_sha256=template.sha256)
+
+
+def or_json(by_probability: Callable[[], Labelled], by_json: Callable[[], Labelled]) -> Labelled:
+    """The probability Verifier's labels; where the endpoint gives no log-probabilities, a warning and
+    the JSON Verifier's instead, with the failed request's calls kept (they were paid for)."""
+    try:
+        return by_probability()
+    except NoLogprobs as exc:
+        log.warning("%s; the Verifier answers in JSON instead (loop.verifier = \"json\")", exc)
+        fallback = by_json()
+        return Labelled(fallback.verdicts, [*exc.calls, *fallback.calls])

@@ -79,6 +79,10 @@ def dry_run_estimate(ctx: Context) -> Estimate | None:
         return None
 
 
+def _score(f1: float | None) -> str:
+    return "–" if f1 is None else f"{f1:.4f}"
+
+
 def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estimate | None = None) -> str:
     """summary.md: the RunResult for a person, the dry run's estimate beside the spend, and the rounds."""
     seconds = result.seconds
@@ -91,18 +95,14 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
         f"- method: {result.method}",
         f"- stop reason: {result.stop_reason}" + (f" ({result.stop_detail})" if result.stop_detail else ""),
         "",
-        f"| | dev {result.metric} |",
-        "|---|---|",
-        f"| seed (round 0) | {result.seed_f1:.4f} |",
-        f"| best (round {result.best_round}) | {result.best_f1:.4f} |",
+        f"| student | dev {result.metric} | test {result.metric} |",
+        "|---|---|---|",
+        f"| seed (round 0) | {result.seed_f1:.4f} | |",
+        f"| best (round {result.best_round}) | {result.best_f1:.4f} | {_score(result.test_f1)} |",
     ]
-    if result.test_f1 is not None:
-        lines.append(f"| test, best round | {result.test_f1:.4f} |")
     final = result.final_fit
     if final is not None:
-        lines.append(f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} |")
-        if final.test_f1 is not None:
-            lines.append(f"| test, final fit | {final.test_f1:.4f} |")
+        lines.append(f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} | {_score(final.test_f1)} |")
     lines += [
         "",
         f"- rounds: {result.rounds} generation rounds after the seed round",

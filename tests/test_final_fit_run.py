@@ -51,7 +51,7 @@ def test_a_run_ends_with_a_final_fit_on_everything_accepted(tmp_path: Path, tiny
     assert json.loads((folder.best_round_student / "config.json").read_text()).get("evokd_temperature") is None
     assert json.loads(folder.final_fit.read_text())["dev_f1"] == final.dev_f1
     summary = folder.summary.read_text()
-    assert "test, best round" in summary and "test, final fit" in summary
+    assert f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} | {final.test_f1:.4f} |" in summary
     assert f"{final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after" in summary
     assert "final fit (student/)" in folder.report.read_text()
     console = Console(record=True, width=250)

@@ -55,7 +55,7 @@ def test_two_rounds_end_to_end(tmp_path: Path, tiny_model_dir: Path) -> None:
     # The verifier never saw the generator's intent.
     assert not any("hard" in p or "incorrectly" in p for p in teacher.seen_verifier_prompts)
     summary = run.summary.read_text()
-    assert "seed (round 0)" in summary and "best (round" in summary and "test, best round" in summary
+    assert "seed (round 0)" in summary and "best (round" in summary and "| test macro-F1 |" in summary
     assert state["test"]["n"] == 48
 
 

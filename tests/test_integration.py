@@ -48,7 +48,7 @@ def check_run(run: Path, paper: bool = False) -> list[LLMCall]:
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert any(s["round"] == 1 for s in samples), "the teacher generated nothing"
     summary = (run / "summary.md").read_text()
-    assert "seed (round 0)" in summary and "test, best round" in summary
+    assert "seed (round 0)" in summary and "| student | dev macro-F1 | test macro-F1 |" in summary
     assert (run / "student" / "config.json").exists() and (run / "report.html").exists()
     return calls
 

@@ -21,7 +21,6 @@ teacher tokens per sample than the paper's.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from typing import Any
@@ -31,12 +30,11 @@ from langgraph.runtime import Runtime
 from evokd.agents.analyst import dev_metrics, diagnose
 from evokd.agents.ask import Answer, ask_in_turn
 from evokd.agents.attributes import GENERIC_ATTRIBUTES, draw
-from evokd.agents.client import NoLogprobs
 from evokd.agents.generator import write_targeted
-from evokd.agents.verifier import confirm_texts, judge_entities
-from evokd.agents.verifier_probs import confirm_by_probability
+from evokd.agents.verifier import Labelled, confirm_texts, judge_entities
+from evokd.agents.verifier_probs import confirm_by_probability, or_json
 from evokd.config import LoopConfig
-from evokd.core.records import LLMCall, Sample
+from evokd.core.records import Sample
 from evokd.core.samples import (
     Record,
     as_rows,
@@ -53,8 +51,6 @@ from evokd.graph.method import BenchRow, Method, Step, Training
 from evokd.graph.state import RunState
 from evokd.graph.steps import trainer
 from evokd.student.protocol import Student
-
-log = logging.getLogger("evokd.graph")
 
 
 def round_steps(loop: LoopConfig) -> list[Step]:
@@ -191,27 +187,22 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     # Shuffled so that a batch's order says nothing about the labels its texts were written for.
     random.Random(ctx.cfg.sampling.seed + state["round"]).shuffle(check)
     texts, intended = [records[i].text for i in check], [candidates[i]["annotation"] for i in check]
-    calls: list[LLMCall] = []
-    verdicts = None
+    def by_json() -> Labelled:
+        return confirm_texts(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
+                             batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
+                             temperature=ctx.cfg.llm.verifier_temperature)
+
     if loop.verifier == "probabilities" and not ner:
-        try:
-            confirmed = confirm_by_probability(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
-                                               batch_size=loop.verifier_batch_size,
-                                               threshold=loop.verifier_threshold)
-            verdicts = confirmed.verdicts
-        except NoLogprobs as exc:
-            calls += exc.calls
-            log.warning("%s; the Verifier answers in JSON instead (loop.verifier = \"json\")", exc)
-    if verdicts is None:
-        confirmed = confirm_texts(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
-                                  batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
-                                  temperature=ctx.cfg.llm.verifier_temperature)
-        verdicts = confirmed.verdicts
-    for i, verdict in zip(check, verdicts, strict=True):
+        confirmed = or_json(lambda: confirm_by_probability(ctx.teacher, ctx.prompts, task, texts, intended,
+                                                           round=state["round"], batch_size=loop.verifier_batch_size,
+                                                           threshold=loop.verifier_threshold), by_json)
+    else:
+        confirmed = by_json()
+    for i, verdict in zip(check, confirmed.verdicts, strict=True):
         records[i].reason, records[i].teacher_p = verdict.reason, verdict.p
     for record in records:
         record.accepted = record.reason is None
-    return {"batch": as_rows(records), "calls": calls + confirmed.calls}
+    return {"batch": as_rows(records), "calls": confirmed.calls}
 
 
 def near_duplicates(texts: list[str], kept: list[str], encoder: Student, threshold: float) -> list[str | None]:

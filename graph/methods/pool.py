@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from langgraph.runtime import Runtime
 
-from evokd.agents.client import NoLogprobs
 from evokd.agents.verifier import Labelled, label_texts
-from evokd.agents.verifier_probs import label_by_probability
+from evokd.agents.verifier_probs import label_by_probability, or_json
 from evokd.config import LoopConfig, RunConfig
 from evokd.core.bio import entities
 from evokd.core.records import Sample, SampleRecord
@@ -191,13 +190,10 @@ def label_pool(ctx: Context, texts: list[str], round: int) -> Labelled:
     a text is kept with its most likely label when that label reaches `loop.verifier_threshold`."""
     loop, task = ctx.cfg.loop, ctx.cfg.task
     if loop.verifier == "probabilities" and task.type == "classification":
-        try:
-            return label_by_probability(ctx.teacher, ctx.prompts, task, texts, round=round,
-                                        batch_size=loop.verifier_batch_size, threshold=loop.verifier_threshold)
-        except NoLogprobs as exc:
-            log.warning("%s; the Verifier answers in JSON instead (loop.verifier = \"json\")", exc)
-            fallback = label_pool_json(ctx, texts, round)
-            return Labelled(fallback.verdicts, [*exc.calls, *fallback.calls])
+        return or_json(lambda: label_by_probability(ctx.teacher, ctx.prompts, task, texts, round=round,
+                                                    batch_size=loop.verifier_batch_size,
+                                                    threshold=loop.verifier_threshold),
+                       lambda: label_pool_json(ctx, texts, round))
     return label_pool_json(ctx, texts, round)
 
 
