@@ -54,12 +54,16 @@ class Settings:
     full_samples: int  # gold training samples for the `full` baseline
     full_epochs: int
     max_rounds: int  # a cap high enough for the token budget to be what stops a run
+    # Final fits of each run's pool (or gold set), each with its own student seed; a run's score is
+    # their mean test F1 (the first is the run's own, the student it ships). run_benchmark sets it.
+    fit_seeds: int = 1
 
 
 @dataclass(frozen=True)
 class Profile:
     seeds: int  # default number of seeds
     methods: list[str]  # default methods
+    fit_seeds: int = 3  # default final fits per run (Settings.fit_seeds)
 
 
 PROFILES = {

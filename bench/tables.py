@@ -143,7 +143,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
         f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
         f"- F1: {f1_name} of the student a run ships: its final fit (a fresh student on every accepted sample, "
-        "loop.final_fit), or the best dev round's without one; no-aug and full are final fits on gold data "
+        "loop.final_fit), or the best dev round's without one"
+        + (f"; the mean of {result['fit_seeds']} final fits of the run's pool, each with its own student seed"
+           if result.get("fit_seeds", 1) > 1 else "") + "; no-aug and full are final fits on gold data "
         "(fixed epochs without); best round: the best dev round's student; dev F1: the best round's; gain: "
         "(best dev F1 − seed dev F1) per 1k teacher tokens; mean ± std over seeds",
         "",

@@ -63,6 +63,12 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
         assert fit["epochs_run"] <= 2 and fit["temperature"] > 0
     assert all(r["test_f1"] is not None for r in runs.values())
     assert runs["evokd"]["curve"][0] == [0, runs["evokd"]["seed_f1"]]
+    # The quick profile fits each run's pool (or gold set) 3 times, each with its own student seed; the
+    # run's score is their mean, the shipped student's the first.
+    for method in methods:
+        fits = runs[method]["fits"]
+        assert len(fits) == 3 and runs[method]["shipped_test_f1"] == fits[0]
+        assert runs[method]["test_f1"] == pytest.approx(sum(fits) / 3)
     # How alike each graph run's accepted texts read: a mean cosine, in the JSON and the markdown.
     assert all(-1 <= runs[m]["similarity"] <= 1 for m in ("static", "evokd"))
     assert "similarity" not in runs["no-aug"]
@@ -219,6 +225,11 @@ def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model
     assert [r["method"] for r in result["runs"]] == ["static", "evokd", "no-aug"] and result["complete"] is True
     assert result["runs"][0]["tokens"] == static_tokens
 
+    # Resumed with more final fits a run: the kept runs get the fits they lack, from their run folders.
+    more = bench(lambda method: pytest.fail("no run is redone"), resume=True, fit_seeds=4)
+    assert all(len(r["fits"]) == 4 and r["fits"][:3] == k["fits"] for r, k in zip(more["runs"], result["runs"]))
+    assert "fitting its pool 4 times" in (tmp_path / "console.txt").read_text()
+
     with pytest.raises(harness.BenchError, match="its settings differ"):
         harness.run_benchmark("sentiment", ["static"], seeds=1, out_dir=out, runs_dir=tmp_path / "runs",
                               overrides=[*overrides, "loop.n_hard=3"], resume=True,
@@ -302,7 +313,7 @@ def comparable(rows: list[dict]) -> list[dict]:
             return {name: x for name, x in v.items() if name != "seconds"}  # type: ignore[attr-defined]
         return v
 
-    return [{k: same(k, v) for k, v in r.items() if k not in ("seconds", "run_dir")} for r in rows]
+    return [{k: same(k, v) for k, v in r.items() if k not in ("seconds", "run_dir", "fit_seconds")} for r in rows]
 
 
 def test_bench_on_a_config_file_and_jobs_give_the_same_rows(tmp_path: Path, tiny_model_dir: Path) -> None:

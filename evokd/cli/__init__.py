@@ -304,6 +304,8 @@ def bench(
     = False,
     budgets: Annotated[str | None, typer.Option(help="a sweep: comma-separated token budgets, e.g. 3000,6000,12000")]
     = None,
+    fit_seeds: Annotated[int | None, typer.Option(help="final fits of each run's pool, each with its own student "
+                                                  "seed; a run's score is their mean test F1 (default: 3)")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log each step (INFO) to stderr")] = False,
 ) -> None:
     """Every method (baselines, EvoKD, ablations) on one task with one teacher-token budget, or a sweep.
@@ -318,7 +320,7 @@ def bench(
     if address is not None and executor != "ray":
         fail("--address goes with --executor ray")
     common: dict[str, Any] = {"data_dir": data, "overrides": list(set_ or []), "console": console, "resume": resume,
-                              "jobs": jobs, "executor": executor, "address": address}
+                              "jobs": jobs, "executor": executor, "address": address, "fit_seeds": fit_seeds}
     try:
         sweep_budgets = sweep.parse_budgets(budgets) if budgets else None
     except ValueError as exc:
