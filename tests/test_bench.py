@@ -227,7 +227,8 @@ def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model
 
     # Resumed with more final fits a run: the kept runs get the fits they lack, from their run folders.
     more = bench(lambda method: pytest.fail("no run is redone"), resume=True, fit_seeds=4)
-    assert all(len(r["fits"]) == 4 and r["fits"][:3] == k["fits"] for r, k in zip(more["runs"], result["runs"]))
+    assert all(len(r["fits"]) == 4 and r["fits"][:3] == k["fits"]
+               for r, k in zip(more["runs"], result["runs"], strict=True))
     assert "fitting its pool 4 times" in (tmp_path / "console.txt").read_text()
 
     with pytest.raises(harness.BenchError, match="its settings differ"):
