@@ -187,6 +187,7 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     # Shuffled so that a batch's order says nothing about the labels its texts were written for.
     random.Random(ctx.cfg.sampling.seed + state["round"]).shuffle(check)
     texts, intended = [records[i].text for i in check], [candidates[i]["annotation"] for i in check]
+
     def by_json() -> Labelled:
         return confirm_texts(ctx.teacher, ctx.prompts, task, texts, intended, round=state["round"],
                              batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
