@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from evokd.core.records import LLMCall, RunHeader
+from evokd.core.records import LLMCall, RunHeader, metric_name
 from evokd.core.trace import read_trace
 from evokd.teacher import WEIGHTS, TeacherServer, assemble_weights
 
@@ -48,7 +48,8 @@ def check_run(run: Path, paper: bool = False) -> list[LLMCall]:
     samples = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
     assert any(s["round"] == 1 for s in samples), "the teacher generated nothing"
     summary = (run / "summary.md").read_text()
-    assert "seed (round 0)" in summary and "| student | dev macro-F1 | test macro-F1 |" in summary
+    metric = metric_name(json.loads((run / "result.json").read_text())["task_type"])
+    assert "seed (round 0)" in summary and f"| student | dev {metric} | test {metric} |" in summary
     assert (run / "student" / "config.json").exists() and (run / "report.html").exists()
     return calls
 
