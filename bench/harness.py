@@ -77,6 +77,7 @@ from evokd.config import load_config
 from evokd.core.files import read_jsonl, write_atomic
 from evokd.core.records import Sample
 from evokd.core.text import normalise
+from evokd.graph.context import TaskData
 from evokd.graph.final_fit import weighed
 from evokd.graph.prepare import gold_pool, load_task_data, method_of
 from evokd.graph.runner import execute
@@ -128,7 +129,7 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
     from evokd.student.model import build_student
 
     data = load_task_data(cfg)
-    train = direct_train_set(cfg, method, settings)
+    train = direct_train_set(cfg, data, method, settings)
     epochs = cfg.student.seed_epochs if method == "no-aug" else settings.full_epochs
     started = time.time()
     report = None
@@ -145,12 +146,11 @@ def train_direct(cfg: Any, method: str, settings: Settings) -> dict[str, Any]:
            "per_class": per_class_f1((test or student.evaluate(data.dev)).model_dump(mode="json")),
            "final_fit": report.model_dump(mode="json") if report is not None else None,
            "stop_reason": None, "run_dir": None, "seconds": time.time() - started}
-    return more_fits(cfg, row, train, settings.fit_seeds)
+    return more_fits(cfg, row, train, settings.fit_seeds, data)
 
 
-def direct_train_set(cfg: Any, method: str, settings: Settings) -> list[Sample]:
+def direct_train_set(cfg: Any, data: TaskData, method: str, settings: Settings) -> list[Sample]:
     """What `train_direct` trains on: the seed set (no-aug), or up to `full_samples` gold samples."""
-    data = load_task_data(cfg)
     if method == "no-aug":
         return data.seed
     pool = [s for s in gold_pool(cfg) if normalise(s.text) not in data.eval_keys]
@@ -162,20 +162,25 @@ def run_pool(row: dict[str, Any], by_teacher: bool) -> list[Sample]:
     return [weighed(s, by_teacher) for s in read_jsonl(Path(row["run_dir"]) / "samples.jsonl") if s["accepted"]]
 
 
-def more_fits(cfg: Any, row: dict[str, Any], train: list[Sample], n: int) -> dict[str, Any]:
+def lacks_fits(row: dict[str, Any], n: int) -> bool:
+    """Whether a row is a final-fit run with test data and fewer than `n` final fits."""
+    return ("error" not in row and row.get("final_fit") is not None and row.get("test_f1") is not None
+            and len(row.get("fits") or [row["test_f1"]]) < n)
+
+
+def more_fits(cfg: Any, row: dict[str, Any], train: list[Sample], n: int, data: TaskData | None = None
+              ) -> dict[str, Any]:
     """The row with its run's training set fitted until there are `n` final fits, each with its own
     student seed (student.seed + 1000 k; the first is the run's own, the student it ships), and their
     mean test F1 as the run's `test_f1` (`fits`: each one's; `shipped_test_f1`: the first's). Only
     for a final-fit run with test data: the student's seed then counts as little in a comparison as
-    the teacher's draw allows."""
-    if n <= 1 or "error" in row or row.get("final_fit") is None or row.get("test_f1") is None:
+    the teacher's draw allows. `data`: the run's task data, when the caller has it loaded."""
+    if not lacks_fits(row, n):
         return row
     from evokd.student.final_fit import final_fit  # torch, transformers: a run has loaded them
 
     fits = list(row.get("fits") or [row["test_f1"]])
-    if len(fits) >= n:
-        return row
-    data = load_task_data(cfg)
+    data = data if data is not None else load_task_data(cfg)
     started = time.time()
     for k in range(len(fits), n):
         student, _ = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev, seed=cfg.student.seed + 1000 * k)
@@ -249,9 +254,10 @@ def refit(config: Path, overrides: list[str], method: str, settings: Settings, r
     (its run folder gone), with a note."""
     try:
         cfg = load_config(config, overrides)
-        train = (direct_train_set(cfg, method, settings) if METHODS[method] is None
+        data = load_task_data(cfg)
+        train = (direct_train_set(cfg, data, method, settings) if METHODS[method] is None
                  else run_pool(row, cfg.final_fit.weigh_by_teacher))
-        return more_fits(cfg, row, train, settings.fit_seeds)
+        return more_fits(cfg, row, train, settings.fit_seeds, data)
     except (OSError, ValueError) as exc:
         return {**row, "fits_error": f"{type(exc).__name__}: {exc}"}
 
@@ -401,7 +407,7 @@ def run_benchmark(
             label = f"[{i * len(chosen) + chosen.index(method) + 1}/{total}] {dataset} {method} seed {i}"
             if (method, i) in done:
                 kept = done[(method, i)]
-                if n_fits > len(kept.get("fits") or [None]) and kept.get("final_fit") is not None:
+                if lacks_fits(kept, n_fits):
                     console.print(f"{label}: kept from the earlier run; fitting its pool {n_fits} times ...",
                                   highlight=False)
                     kept = refit(spec.config, [*shared, *(METHODS[method] or []), *seed_overrides(base, i)],
