@@ -132,6 +132,7 @@ class Asks:
     message_overhead: int
     method_data: Any = None  # what the method's `prepare` loaded (the pool method: its texts)
     calls: list[CallEstimate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines the method adds to what --dry-run prints
 
     def __post_init__(self) -> None:
         task, seed = self.cfg.task, self.seed
@@ -188,16 +189,24 @@ def estimate(cfg: RunConfig, data: TaskData, prompts: PromptSet, method: Method,
     `data` (see the module doc). `count` is the teacher's tokenizer (characters / 4 by default) and
     `message_overhead` what its chat template adds per message; `replies` sizes the replies;
     `speed` looks for a measured speed; `method_data` is what the method's `prepare` loaded."""
-    asks = Asks(cfg, prompts, data.seed, count, replies, message_overhead, method_data)
+    asks = asks_for(cfg, data, prompts, count, replies, message_overhead, method_data)
     method.estimate(asks)
     loop = cfg.loop
     est = Estimate(method=method.name, calls=asks.calls, rounds=loop.max_rounds, limit="max_rounds",
-                   price_in_per_1k=loop.price_in_per_1k, price_out_per_1k=loop.price_out_per_1k)
+                   price_in_per_1k=loop.price_in_per_1k, price_out_per_1k=loop.price_out_per_1k, notes=asks.notes)
     _limit_rounds(est, cfg)
     measured = measured_speed(cfg) if speed else None
     if measured is not None:
         est.seconds_per_token, est.speed_source = measured
     return est
+
+
+def asks_for(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable[[str], int] = approx_tokens,
+             replies: ReplySizes = ReplySizes(), message_overhead: int = MESSAGE_OVERHEAD,
+             method_data: Any = None) -> Asks:
+    """An empty `Asks` for a method to write its round down in (a method sizing its own rounds by
+    the estimate, as evokd's `loop.rounds_to_fit`, uses one too)."""
+    return Asks(cfg, prompts, data.seed, count, replies, message_overhead, method_data)
 
 
 def _limit_rounds(est: Estimate, cfg: RunConfig) -> None:

@@ -19,7 +19,16 @@ from evokd.agents.scripted import ScriptedChatModel
 from evokd.config import load_config
 from evokd.core.records import LLMCall
 from evokd.core.trace import read_trace
-from evokd.graph.methods.evokd import analyst, hardest, labels_of_round, near_duplicates
+from evokd.graph.estimate import estimate
+from evokd.graph.methods.evokd import (
+    analyst,
+    hardest,
+    labels_affordable,
+    labels_of_round,
+    near_duplicates,
+    rounds_to_fit,
+)
+from evokd.graph.prepare import prepare
 from evokd.graph.runner import execute
 
 
@@ -200,6 +209,43 @@ def test_labels_per_round_takes_the_types_in_turn(tmp_path: Path, tiny_model_dir
                 next(t for t in cfg.task.labels if f"tricky_{t}" in call.messages[-1]["content"]))
     # Two Generator calls a round instead of four, every type asked for in turn.
     assert asked == {1: ["PER", "ORG"], 2: ["LOC", "MISC"], 3: ["PER", "ORG"]}
+
+
+def test_labels_affordable() -> None:
+    assert labels_affordable(6, budget=6000, rounds=4, per_label=900) == 1
+    assert labels_affordable(4, budget=6000, rounds=4, per_label=700) == 2
+    assert labels_affordable(2, budget=6000, rounds=4, per_label=600) == 2  # never more than there are
+    assert labels_affordable(6, budget=100, rounds=4, per_label=900) == 1  # never fewer than one
+    assert labels_affordable(3, budget=100, rounds=1, per_label=0) == 3
+
+
+def test_ner_rounds_are_sized_to_fit_the_budget(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """NER's default (loop.rounds_to_fit = 4): a budget that buys one round writing for all four
+    types buys at least four rounds writing for one type each, taken in turn, as --dry-run says."""
+    cfg = load_config(ner_config(tmp_path, tiny_model_dir), ['loop.method="evokd"', "loop.labels_per_round=1"])
+    prepared = prepare(cfg)
+    one = estimate(cfg, prepared.data, prepared.prompts, prepared.method, speed=False)
+    budget = (one.round_in + one.round_out) * 6  # by the estimate: six one-type rounds, or two of all four
+    cfg = load_config(ner_config(tmp_path, tiny_model_dir),
+                      ['loop.method="evokd"', "loop.dedup_cosine=1.0", "loop.max_rounds=6", "loop.patience=8",
+                       f"loop.max_tokens={budget}"])
+    planned = estimate(cfg, prepared.data, prepared.prompts, prepared.method, speed=False)
+    assert [c.calls for c in planned.calls if c.node == "generator"] == [1] and planned.rounds >= 4
+    unsized = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"rounds_to_fit": 0})})
+    assert estimate(unsized, prepared.data, prepared.prompts, prepared.method, speed=False).rounds == 2
+    result = execute(cfg, chat_model=ScriptedChatModel(script=NerTeacher()))
+    asked: dict[int, list[str]] = {}
+    for call in calls_of(result.run):
+        if call.node == "generator":
+            asked.setdefault(call.round, []).append(
+                next(t for t in cfg.task.labels if f"tricky_{t}" in call.messages[-1]["content"]))
+    assert len(asked) >= 4 and all(len(set(types)) == 1 for types in asked.values()), asked
+    assert [asked[r][0] for r in sorted(asked)][:4] == cfg.task.labels  # in turn: every type comes round
+    usage = result.state["usage"]
+    assert usage["tokens_in"] + usage["tokens_out"] <= budget
+    # Classification writes for every label each round unless asked (rounds_to_fit = None: off).
+    (tmp_path / "cls").mkdir()
+    assert rounds_to_fit(load_config(write_config(tmp_path / "cls", tiny_model_dir))) == 0
 
 
 def test_ner_static_and_augment(tmp_path: Path, tiny_model_dir: Path) -> None:

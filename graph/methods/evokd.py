@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import random
+from dataclasses import replace
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -33,7 +34,7 @@ from evokd.agents.attributes import GENERIC_ATTRIBUTES, draw
 from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import Labelled, confirm_texts, judge_entities
 from evokd.agents.verifier_probs import confirm_by_probability, or_json
-from evokd.config import LoopConfig
+from evokd.config import LoopConfig, RunConfig
 from evokd.core.records import Sample
 from evokd.core.samples import (
     Record,
@@ -46,7 +47,7 @@ from evokd.core.samples import (
     to_sample,
 )
 from evokd.graph.context import Context
-from evokd.graph.estimate import Asks
+from evokd.graph.estimate import Asks, asks_for
 from evokd.graph.method import BenchRow, Method, Step, Training
 from evokd.graph.state import RunState
 from evokd.graph.steps import trainer
@@ -124,7 +125,8 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                               style=draw(task.attributes, seed=ctx.cfg.sampling.seed, round=state["round"],
                                          label=label))
 
-    written, calls = ask_in_turn(labels_of_round(task.labels, state["round"], loop.labels_per_round), write_for)
+    labels = labels_of_round(task.labels, state["round"], round_size(ctx))
+    written, calls = ask_in_turn(labels, write_for)
     return {"candidates": [c for _, found in written for c in found], "calls": calls}
 
 
@@ -134,6 +136,33 @@ def labels_of_round(labels: list[str], round: int, k: int) -> list[str]:
         return list(labels)
     start = (round - 1) * k
     return [labels[(start + i) % len(labels)] for i in range(k)]
+
+
+def rounds_to_fit(cfg: RunConfig) -> int:
+    """loop.rounds_to_fit, its None resolved: 4 for NER, 0 (off) for classification."""
+    if cfg.loop.rounds_to_fit is not None:
+        return cfg.loop.rounds_to_fit
+    return 4 if cfg.task.type == "ner" else 0
+
+
+def round_size(ctx: Context) -> int:
+    """The labels a round writes for (0: all): loop.labels_per_round, or as `--dry-run` sizes it."""
+    if ctx.cfg.loop.labels_per_round or not sized(ctx.cfg):
+        return ctx.cfg.loop.labels_per_round
+    return first_round_labels(asks_for(ctx.cfg, ctx.data, ctx.prompts))
+
+
+def sized(cfg: RunConfig) -> bool:
+    """Whether round sizes follow the budget (loop.rounds_to_fit with a token budget)."""
+    return not cfg.loop.labels_per_round and rounds_to_fit(cfg) > 0 and cfg.loop.max_tokens is not None
+
+
+def labels_affordable(n_labels: int, *, budget: float, rounds: int, per_label: float) -> int:
+    """The labels a round can write for (at least 1, at most all) so that `budget` tokens pay for
+    `rounds` rounds like it, each label costing `per_label`."""
+    if per_label <= 0:
+        return n_labels
+    return max(1, min(n_labels, math.floor(budget / (rounds * per_label))))
 
 
 def hardest(latest: list[Record], label: str, k: int, ner: bool, min_loss: float = 0.25) -> list[Record]:
@@ -231,8 +260,31 @@ def near_duplicates(texts: list[str], kept: list[str], encoder: Student, thresho
 def estimate(asks: Asks) -> None:
     """Per label a fresh Generator call for n texts, shown the diagnosis and the student's hardest
     texts; a diagnosis in a share of the rounds; the Verifier labels the hard texts (loop.verify)."""
+    k, cfg = first_round_labels(asks), asks.cfg
+    if sized(cfg):
+        asks.notes.append(f"labels: {k} of {len(cfg.task.labels)} a round, in turn (loop.rounds_to_fit = "
+                          f"{rounds_to_fit(cfg)} rounds in {cfg.loop.max_tokens:,} tokens; loop.labels_per_round "
+                          "sets it)")
+    round_calls(asks, k)
+
+
+def first_round_labels(asks: Asks) -> int:
+    """The labels every round writes for: loop.labels_per_round; or, with rounds_to_fit and a
+    token budget, as many as let the budget pay for rounds_to_fit rounds at a one-label round's
+    estimate (the estimate errs high, so a run makes at least that many rounds, often more); or all."""
+    loop, cfg = asks.loop, asks.cfg
+    if not sized(cfg):
+        return len(labels_of_round(cfg.task.labels, 1, loop.labels_per_round))
+    one = replace(asks, calls=[])
+    round_calls(one, 1)
+    per_label = sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls)
+    return labels_affordable(len(cfg.task.labels), budget=loop.max_tokens or 0, rounds=rounds_to_fit(cfg),
+                             per_label=per_label)
+
+
+def round_calls(asks: Asks, labels: int) -> None:
+    """A round writing for `labels` labels, as `estimate` describes it."""
     loop, task = asks.loop, asks.cfg.task
-    labels = len(labels_of_round(task.labels, 1, loop.labels_per_round))
     gen = asks.messages("targeted", round=1, label=task.labels[0], weaknesses=["a few words of diagnosis"] * 3,
                         examples=asks.records(loop.show_errors), n_hard=loop.n_hard, n_easy=loop.n_easy,
                         keys=("tricky_label", "plain_label"),
