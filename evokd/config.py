@@ -219,6 +219,11 @@ class LoopConfig(_Section):
     # evokd: ask a label for hard texts only when the student got some of its latest texts wrong, to
     # vary them (else n_hard + n_easy plain texts, no Verifier call). Lost on SST-2 dev: off.
     hard_from_errors: bool = False
+    # evokd: broad first, then aimed. While the tokens spent before a round are below this share of
+    # loop.max_tokens (without a token budget: while the round is within this share of max_rounds), a
+    # round is broad: per label n_hard + n_easy plain texts, no Analyst, no diagnosis or errors shown,
+    # so no hard texts for the Verifier; the rounds after it are the default's. 0: every round aimed.
+    broad_share: float = Field(0.0, ge=0, le=1)
     # evokd: which texts the Verifier labels blind to confirm their intended label. "contested": the
     # ones the student (before training on them) labels otherwise, as generator and student agreeing
     # is already two votes; "hard": the hard ones; "all": every text.

@@ -23,6 +23,7 @@ from evokd.graph.estimate import estimate
 from evokd.graph.methods.evokd import (
     analyst,
     hardest,
+    is_broad,
     labels_affordable,
     labels_of_round,
     near_duplicates,
@@ -209,6 +210,31 @@ def test_labels_per_round_takes_the_types_in_turn(tmp_path: Path, tiny_model_dir
                 next(t for t in cfg.task.labels if f"tricky_{t}" in call.messages[-1]["content"]))
     # Two Generator calls a round instead of four, every type asked for in turn.
     assert asked == {1: ["PER", "ORG"], 2: ["LOC", "MISC"], 3: ["PER", "ORG"]}
+
+
+def test_broad_first_then_aimed(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """loop.broad_share: the rounds before that share of the budget is spent write plain texts per
+    label (no Analyst, no hard texts, no Verifier); the rest are the default's aimed rounds."""
+    assert not is_broad({"round": 1}, load_config(write_config(tmp_path, tiny_model_dir)).loop)
+    cfg = load_config(write_config(tmp_path, tiny_model_dir, method="evokd", max_rounds=4, n_hard=2, n_easy=2,
+                                   dedup_cosine=1.0, broad_share=0.5))
+    result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    calls = calls_of(result.run)
+    broad = {r for r in range(1, 5) if is_broad({"round": r}, cfg.loop)}
+    assert broad == {1, 2}  # without a token budget: the first half of loop.max_rounds
+    for call in calls:
+        if call.round in broad:
+            assert call.node == "generator" and "tricky_" not in call.messages[-1]["content"], call.messages
+    generated = [s for s in read_jsonl(result.run.samples) if s["intent"] != "seed"]
+    assert {s["intent"] for s in generated if s["round"] in broad} == {"easy"}
+    assert {s["label"] for s in generated if s["round"] == 1} == {"negative", "positive"}
+    assert all("Write 4 new" in c.messages[-1]["content"] for c in calls if c.round == 1)  # n_hard + n_easy
+    assert {c.node for c in calls if c.round not in broad} >= {"generator", "verifier"}
+    assert any("tricky_" in c.messages[-1]["content"] for c in calls if c.round == 3)
+    # With a token budget the share is of tokens: broad while the rounds before spent less than it.
+    budget = cfg.loop.model_copy(update={"max_tokens": 1000})
+    assert is_broad({"round": 3, "history": [{"tokens_in": 300, "tokens_out": 199}]}, budget)
+    assert not is_broad({"round": 2, "history": [{"tokens_in": 300, "tokens_out": 200}]}, budget)
 
 
 def test_labels_affordable() -> None:

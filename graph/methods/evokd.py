@@ -67,6 +67,8 @@ def analyst(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop = ctx.cfg.loop
     update: dict[str, Any] = {}
+    if is_broad(state, loop):
+        return update
     if ctx.data.feedback:
         real = real_errors(ctx.holder.at(state["student_dir"]), ctx.data.feedback, cap=REAL_ERRORS_KEPT)
         update["real_errors"] = real
@@ -114,13 +116,17 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     ctx = runtime.context
     loop, task = ctx.cfg.loop, ctx.cfg.task
 
+    broad = is_broad(state, loop)
+
     def write_for(label: str) -> Answer[list[dict[str, Any]]]:
         k, ner = max(loop.show_errors, 1), task.type == "ner"
         # The student's real mistakes of the label when it has feedback texts, else its own generated ones.
-        errors = hardest(state.get("real_errors", []), label, k, ner) or hardest(state.get("latest", []), label, k, ner)
-        n_hard = loop.n_hard if errors or not loop.hard_from_errors else 0
+        errors = [] if broad else (hardest(state.get("real_errors", []), label, k, ner)
+                                   or hardest(state.get("latest", []), label, k, ner))
+        n_hard = 0 if broad or (loop.hard_from_errors and not errors) else loop.n_hard
         return write_targeted(ctx.teacher, ctx.prompts, task, round=state["round"], label=label,
-                              weaknesses=state.get("diagnosis", []), examples=errors[: loop.show_errors],
+                              weaknesses=[] if broad else state.get("diagnosis", []),
+                              examples=errors[: loop.show_errors],
                               n_hard=n_hard, n_easy=loop.n_easy + loop.n_hard - n_hard,
                               style=draw(task.attributes, seed=ctx.cfg.sampling.seed, round=state["round"],
                                          label=label))
@@ -128,6 +134,18 @@ def generator(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     labels = labels_of_round(task.labels, state["round"], round_size(ctx))
     written, calls = ask_in_turn(labels, write_for)
     return {"candidates": [c for _, found in written for c in found], "calls": calls}
+
+
+def is_broad(state: RunState, loop: LoopConfig) -> bool:
+    """Whether this round is one of the broad first ones (loop.broad_share): judged by the tokens
+    spent before it (the last finished round's running total), or by rounds without a token budget."""
+    if loop.broad_share <= 0:
+        return False
+    if loop.max_tokens is None:
+        return state["round"] <= loop.broad_share * loop.max_rounds
+    history = state.get("history", [])
+    spent = history[-1]["tokens_in"] + history[-1]["tokens_out"] if history else 0
+    return spent < loop.broad_share * loop.max_tokens
 
 
 def labels_of_round(labels: list[str], round: int, k: int) -> list[str]:
@@ -265,6 +283,9 @@ def estimate(asks: Asks) -> None:
         asks.notes.append(f"labels: {k} of {len(cfg.task.labels)} a round, in turn (loop.rounds_to_fit = "
                           f"{rounds_to_fit(cfg)} rounds in {cfg.loop.max_tokens:,} tokens; loop.labels_per_round "
                           "sets it)")
+    if cfg.loop.broad_share:
+        asks.notes.append(f"broad first: rounds until {cfg.loop.broad_share:.0%} of the budget is spent write plain "
+                          "texts (no Analyst or Verifier call), cheaper than the aimed round estimated here")
     round_calls(asks, k)
 
 
@@ -325,6 +346,7 @@ METHOD = Method(
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     # evokd+probs: the same loop with the Verifier reading label probabilities (NER rows: as evokd).
+    # evokd+broad: the first half of the budget buys plain texts per label, the rest is aimed.
     # evokd+feedback: the Analyst and the Generator read the student's mistakes on a fifth of dev (S3's
     # real errors; the other four fifths score); s3: the same without the Analyst; evokd-no-analyst:
     # the default without it (full profile, or --methods).
@@ -332,6 +354,7 @@ METHOD = Method(
            BenchRow("evokd+feedback", ("data.feedback_share=0.2",), ablation=True),
            BenchRow("s3", ("data.feedback_share=0.2", "loop.analyst=false"), ablation=True),
            BenchRow("evokd-no-analyst", ("loop.analyst=false",), ablation=True),
-           BenchRow("evokd+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",), ablation=True)),
+           BenchRow("evokd+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",), ablation=True),
+           BenchRow("evokd+broad", ("loop.broad_share=0.5",), ablation=True)),
     reads_feedback=True,
 )
