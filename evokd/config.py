@@ -238,11 +238,11 @@ class LoopConfig(_Section):
     # that every label comes round again; 0: every label every round. With many types a round asks a
     # Generator and a Verifier call per type, and a small budget buys one round and no loop.
     labels_per_round: int = Field(0, ge=0)
-    # evokd with loop.max_tokens and labels_per_round = 0: size each round so that the tokens left
-    # pay for this many rounds: a round writes for as many labels (in turn) as that allows, judged by
-    # the tokens a label cost in the rounds so far (round 1: the dry-run estimate). None: 4 for NER
-    # (where a round asks a Generator and a Verifier call per entity type and 6,000 tokens bought one
-    # or two rounds), 0 (off) for classification (4 rounds at 6,000 tokens on SST-2 and IMDB as it is).
+    # evokd with loop.max_tokens and labels_per_round = 0: rounds sized so the budget pays for this
+    # many: each writes for as many labels (in turn) as that allows at the --dry-run estimate of a
+    # one-label round, which errs high. None: 4 for NER (a round asks a Generator and a Verifier call
+    # per entity type, and 6,000 tokens bought one or two rounds), 0 (off) for classification (4
+    # rounds at 6,000 tokens on SST-2 and IMDB as it is).
     rounds_to_fit: int | None = Field(None, ge=0)
     verifier_threshold: float = Field(0.5, gt=0, le=1)
     # evokd: each round replays every earlier accepted sample (false: a review sample of review_size,

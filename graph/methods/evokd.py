@@ -167,7 +167,7 @@ def round_size(ctx: Context) -> int:
     """The labels a round writes for (0: all): loop.labels_per_round, or as `--dry-run` sizes it."""
     if ctx.cfg.loop.labels_per_round or not sized(ctx.cfg):
         return ctx.cfg.loop.labels_per_round
-    return first_round_labels(asks_for(ctx.cfg, ctx.data, ctx.prompts))
+    return labels_a_round(asks_for(ctx.cfg, ctx.data, ctx.prompts))
 
 
 def sized(cfg: RunConfig) -> bool:
@@ -278,7 +278,7 @@ def near_duplicates(texts: list[str], kept: list[str], encoder: Student, thresho
 def estimate(asks: Asks) -> None:
     """Per label a fresh Generator call for n texts, shown the diagnosis and the student's hardest
     texts; a diagnosis in a share of the rounds; the Verifier labels the hard texts (loop.verify)."""
-    k, cfg = first_round_labels(asks), asks.cfg
+    k, cfg = labels_a_round(asks), asks.cfg
     if sized(cfg):
         asks.notes.append(f"labels: {k} of {len(cfg.task.labels)} a round, in turn (loop.rounds_to_fit = "
                           f"{rounds_to_fit(cfg)} rounds in {cfg.loop.max_tokens:,} tokens; loop.labels_per_round "
@@ -289,7 +289,7 @@ def estimate(asks: Asks) -> None:
     round_calls(asks, k)
 
 
-def first_round_labels(asks: Asks) -> int:
+def labels_a_round(asks: Asks) -> int:
     """The labels every round writes for: loop.labels_per_round; or, with rounds_to_fit and a
     token budget, as many as let the budget pay for rounds_to_fit rounds at a one-label round's
     estimate (the estimate errs high, so a run makes at least that many rounds, often more); or all."""
