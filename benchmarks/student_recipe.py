@@ -86,7 +86,8 @@ TASKS = {
                           1000, dev_size=1000, test_size=1000),
 }
 
-BASE = {"epochs": 10, "learning_rate": 1e-4, "lr_schedule": "linear", "batch_size": 16, "label_smoothing": 0.0}
+BASE = {"epochs": 10, "min_steps": 0, "learning_rate": 1e-4, "lr_schedule": "linear", "batch_size": 16,
+        "label_smoothing": 0.0}
 # Each recipe changes one thing of BASE (a few change two); `loop` is the per-round student's
 # schedule (constant 1e-4, batch 8) with a dev-chosen stop; `old-full` is the `full` baseline as it
 # was (2 epochs, no stop: read its `last`).

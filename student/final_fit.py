@@ -55,12 +55,22 @@ class FitReport(BaseModel):
     recipe: FinalFitConfig
 
 
+def for_task(recipe: FinalFitConfig, task: TaskConfig) -> FinalFitConfig:
+    """The recipe with its task-dependent defaults filled in (min_steps: 300 for NER, 0 else)."""
+    if recipe.min_steps is not None:
+        return recipe
+    return recipe.model_copy(update={"min_steps": NER_MIN_STEPS if task.type == "ner" else 0})
+
+
+NER_MIN_STEPS = 300
+
+
 def schedule(recipe: FinalFitConfig, train_size: int) -> tuple[int, int]:
     """(epochs, every): the fit's epochs, at least `recipe.epochs` and enough for `recipe.min_steps`
     steps, and how many epochs apart dev is scored, so that a small set is scored about
     `recipe.epochs` times too."""
     per_epoch = math.ceil(train_size / recipe.batch_size)
-    epochs = max(recipe.epochs, math.ceil(recipe.min_steps / max(per_epoch, 1)))
+    epochs = max(recipe.epochs, math.ceil((recipe.min_steps or 0) / max(per_epoch, 1)))
     return epochs, math.ceil(epochs / recipe.epochs)
 
 
@@ -114,6 +124,7 @@ def final_fit(
     if not dev:
         raise ValueError("final fit: no dev samples to choose the stopping point on")
     started = time.perf_counter()
+    recipe = for_task(recipe, task)
     cfg = student_cfg.model_copy(update={
         "learning_rate": recipe.learning_rate, "lr_schedule": recipe.lr_schedule,
         "warmup_ratio": recipe.warmup_ratio, "batch_size": recipe.batch_size, "seed": seed,

@@ -17,7 +17,7 @@ from evokd.config import ConfigError, FinalFitConfig, StudentConfig, TaskConfig,
 from evokd.core.records import Sample
 from evokd.graph.final_fit import weighed
 from evokd.student.calibration import expected_calibration_error, fit_temperature, nll
-from evokd.student.final_fit import final_fit, schedule
+from evokd.student.final_fit import NER_MIN_STEPS, final_fit, for_task, schedule
 from evokd.student.model import ClassifierStudent, TaggerStudent, build_student, load_student, training_loss
 
 SENTIMENT = TaskConfig(labels=["negative", "positive"])
@@ -244,7 +244,8 @@ def test_final_fit_calibrates_on_dev_and_is_reproducible(knows_the_task: Path, t
     assert report.dev_nll_after <= report.dev_nll_before
     logits, gold = student.calibration_logits(dev)
     assert expected_calibration_error(logits.softmax(-1), gold) == pytest.approx(report.dev_ece_after, abs=1e-6)
-    assert math.isfinite(report.dev_ece_before) and report.recipe == recipe
+    # The recipe recorded is the one used, its task-dependent default filled in.
+    assert math.isfinite(report.dev_ece_before) and report.recipe == recipe.model_copy(update={"min_steps": 0})
     again, _ = final_fit(SENTIMENT, tiny(knows_the_task), recipe, train, dev, seed=5)
     assert again.predict(dev) == student.predict(dev)
     with pytest.raises(ValueError, match="no dev samples"):
@@ -277,3 +278,13 @@ def test_the_pool_can_weigh_each_sample_by_the_verifiers_probability() -> None:
     assert weighed(asked, by_teacher=True).weight == 0.75
     assert weighed(seed, by_teacher=True).weight == 1.0
     assert weighed(asked, by_teacher=False).weight == 1.0
+
+
+def test_min_steps_defaults_by_task() -> None:
+    """min_steps None: a tagger gets 300 steps at least (a few sentences tag nothing for their first
+    steps), a classifier none; a value given is kept."""
+    ner = SENTIMENT.model_copy(update={"type": "ner"})
+    assert for_task(FinalFitConfig(), ner).min_steps == NER_MIN_STEPS == 300
+    assert for_task(FinalFitConfig(), SENTIMENT).min_steps == 0
+    assert for_task(FinalFitConfig(min_steps=7), ner).min_steps == 7
+    assert schedule(for_task(FinalFitConfig(), ner), 13) == (300, 30)  # 1 step an epoch, dev scored 10 times
