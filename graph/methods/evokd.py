@@ -165,7 +165,7 @@ def rounds_to_fit(cfg: RunConfig) -> int:
 
 def round_size(ctx: Context) -> int:
     """The labels a round writes for (0: all): loop.labels_per_round, or as `--dry-run` sizes it."""
-    if ctx.cfg.loop.labels_per_round or not sized(ctx.cfg):
+    if not sized(ctx.cfg):  # labels_per_round set, or no budget to size by
         return ctx.cfg.loop.labels_per_round
     return labels_a_round(asks_for(ctx.cfg, ctx.data, ctx.prompts))
 
