@@ -29,13 +29,24 @@ def test_round_spending_is_the_difference_of_running_totals() -> None:
 
 def test_forecast_stops_before_a_round_that_would_not_fit() -> None:
     loop = LoopConfig(max_tokens=3000, max_rounds=10)
-    # Rounds of 900 and 1200 tokens: about 1050 expected, 900 left.
-    stop = should_stop(state(0, 900, 2100), loop)
+    # Rounds of 900 and 1000 tokens: about 1000 expected (the last, dearer than the mean), 900 left.
+    stop = should_stop(state(0, 900, 1900), loop.model_copy(update={"max_tokens": 2800}))
     assert stop is not None and stop.reason == "max_tokens"
-    assert stop.detail == "a round costs about 1,050 tokens, 900 left"
+    assert stop.detail == "a round costs about 1,000 tokens, 900 left"
     assert should_stop(state(0, 900, 1900), loop) is None  # 1,100 left: the next round fits
     assert should_stop(state(0), loop) is None  # nothing to forecast from before round 1
     assert should_stop(state(0, 900, 2100), loop.model_copy(update={"forecast_budget": False})) is None
+
+
+def test_forecast_expects_the_last_round_when_rounds_got_dearer() -> None:
+    # Four cheap broad rounds, then an aimed one of 1,800: 900 left is less than the last round,
+    # though more than the mean (860); the mean alone would start a round the budget cannot pay for.
+    loop = LoopConfig(max_tokens=4700, max_rounds=10)
+    stop = should_stop(state(0, 500, 1000, 1500, 2000, 3800), loop)
+    assert stop is not None and stop.detail == "a round costs about 1,800 tokens, 900 left"
+    # Cheaper last round: the mean (dearer) is what is expected.
+    assert should_stop(state(0, 1800, 2300), loop.model_copy(update={"max_tokens": 3400})) is not None
+    assert should_stop(state(0, 1800, 2300), loop.model_copy(update={"max_tokens": 3500})) is None
 
 
 def test_forecast_applies_to_money_too() -> None:
