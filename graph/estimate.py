@@ -210,8 +210,9 @@ def asks_for(cfg: RunConfig, data: TaskData, prompts: PromptSet, count: Callable
 
 
 def _limit_rounds(est: Estimate, cfg: RunConfig) -> None:
-    """Rounds the budgets buy: a round starts while the rest pays for a mean round (forecast_budget),
-    else while anything is left (its last calls then stop part-way)."""
+    """Rounds the budgets buy: a round starts while the rest pays for one (forecast_budget: every
+    estimated round costs the same, so the loop's mean-or-last-round rule is this), else while
+    anything is left (its last calls then stop part-way)."""
     loop = cfg.loop
     per_round = est.round_in + est.round_out
     per_cost = est.round_in / 1000 * loop.price_in_per_1k + est.round_out / 1000 * loop.price_out_per_1k

@@ -29,10 +29,10 @@ def test_round_spending_is_the_difference_of_running_totals() -> None:
 
 def test_forecast_stops_before_a_round_that_would_not_fit() -> None:
     loop = LoopConfig(max_tokens=3000, max_rounds=10)
-    # Rounds of 900 and 1000 tokens: about 1000 expected (the last, dearer than the mean), 900 left.
-    stop = should_stop(state(0, 900, 1900), loop.model_copy(update={"max_tokens": 2800}))
+    # Rounds of 900 and 1200 tokens: about 1200 expected (the last, dearer than the mean), 900 left.
+    stop = should_stop(state(0, 900, 2100), loop)
     assert stop is not None and stop.reason == "max_tokens"
-    assert stop.detail == "a round costs about 1,000 tokens, 900 left"
+    assert stop.detail == "a round costs about 1,200 tokens, 900 left"
     assert should_stop(state(0, 900, 1900), loop) is None  # 1,100 left: the next round fits
     assert should_stop(state(0), loop) is None  # nothing to forecast from before round 1
     assert should_stop(state(0, 900, 2100), loop.model_copy(update={"forecast_budget": False})) is None
