@@ -110,9 +110,9 @@ def summarise(runs: list[dict[str, Any]], methods: list[str]) -> tuple[dict[str,
         }
         if method in POOL and by.get("pool-random"):
             # What picking by the student's doubt buys over picking at random, paired by seed.
-            random = by["pool-random"]
-            comparisons[method]["minus_pool_random"] = stats([finished_f1(own[s]) - finished_f1(random[s])
-                                                              for s in own if s in random])
+            comparisons[method]["versus_pool_random"] = paired_difference(
+                {s: finished_f1(r) for s, r in own.items()},
+                {s: finished_f1(r) for s, r in by["pool-random"].items()})
     if by.get("static"):
         static_f1 = {s: finished_f1(r) for s, r in by["static"].items()}
         for method in methods:
@@ -176,10 +176,11 @@ def render_markdown(result: dict[str, Any]) -> str:
         for method, c in evokd.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
                          f"{fmt(c['minus_static_at_equal_tokens'], sign=True)} | {fmt(c['over_full'], 3)} |")
-        against_random = {m: c["minus_pool_random"] for m, c in comparisons.items() if c.get("minus_pool_random")}
+        against_random = {m: c["versus_pool_random"] for m, c in comparisons.items() if c.get("versus_pool_random")}
         if against_random:
-            lines += ["", "| | pool − pool-random (same budget, paired by seed) |", "|---|---|"]
-            lines += [f"| {m} | {fmt(d, sign=True)} |" for m, d in against_random.items()]
+            lines += ["", f"Picking by the student's doubt against picking at random, paired by seed ({f1_name}).", "",
+                      "| method | − pool-random | 95 % interval | seeds won |", "|---|---|---|---|"]
+            lines += ["| " + " | ".join([m, *fmt_paired(p)]) + " |" for m, p in against_random.items()]
     if any(summary[m].get("price") for m in result["methods"]):
         lines += ["", "What the teacher cost (price: input-token equivalents, an output token priced as 4 input "
                   "tokens; teacher seconds: time in teacher calls):", "",

@@ -373,7 +373,9 @@ def test_pool_methods_in_the_harness(tmp_path: Path, tiny_model_dir: Path, monke
         samples = [json.loads(x) for x in (Path(runs[method]["run_dir"]) / "samples.jsonl").read_text().splitlines()]
         assert sum(s["intent"] == "pool" for s in samples) == 4, method
     data = json.loads((out / "sentiment-quick.json").read_text())
-    assert data["comparisons"]["pool"]["minus_pool_random"]["n"] == 1
-    assert "minus_pool_random" not in data["comparisons"]["pool-random"]
+    assert data["comparisons"]["pool"]["versus_pool_random"]["n"] == 1
+    assert "versus_pool_random" not in data["comparisons"]["pool-random"]
     assert "| pool+diverse | " in (out / "sentiment-quick.md").read_text()
-    assert "pool − pool-random" in (out / "sentiment-quick.md").read_text()
+    table = (out / "sentiment-quick.md").read_text()
+    assert "| method | − pool-random | 95 % interval | seeds won |" in table
+    assert re.search(r"^\| pool \| [+-]\d\.\d{4} \| – \| [01] of 1 \|$", table, re.M)
