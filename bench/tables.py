@@ -171,7 +171,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         lines += ["| " + " | ".join([m, *fmt_paired(p)]) + " |" for m, p in versus.items()]
     evokd = {m: c for m, c in comparisons.items() if "minus_static" in c}
     if evokd:
-        lines += ["", "| | EvoKD − static (same budget) | EvoKD − static, best dev F1 at equal tokens | EvoKD / full |",
+        lines += ["", "| loop | − static (same budget) | − static, best dev F1 at equal tokens | / full |",
                   "|---|---|---|---|"]
         for method, c in evokd.items():
             lines.append(f"| {method} | {fmt(c['minus_static'], sign=True)} | "
@@ -189,7 +189,7 @@ def render_markdown(result: dict[str, Any]) -> str:
                   f"{fmt(summary[m].get('price'), 0)} | {fmt(summary[m].get('seconds'), 0)} |"
                   for m in result["methods"] if summary[m].get("price")]
         if evokd:
-            lines += ["", "| | EvoKD − static, best dev F1 at equal price | at equal teacher seconds |",
+            lines += ["", "| loop | − static, best dev F1 at equal price | at equal teacher seconds |",
                       "|---|---|---|"]
             lines += [f"| {m} | {fmt(c.get('minus_static_at_equal_price'), sign=True)} | "
                       f"{fmt(c.get('minus_static_at_equal_seconds'), sign=True)} |" for m, c in evokd.items()]

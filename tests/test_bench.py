@@ -94,7 +94,7 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
     markdown = stem.with_suffix(".md").read_text()
     for method in methods:
         assert f"| {method} |" in markdown
-    assert "EvoKD − static" in markdown and "sentiment-quick.png" in markdown
+    assert "| loop | − static (same budget) |" in markdown and "sentiment-quick.png" in markdown
     assert stem.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "sentiment-quick-per-class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Per-class test F1 of every run, and their mean per method in the markdown.
