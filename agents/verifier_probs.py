@@ -191,6 +191,12 @@ def _ask(teacher: TeacherClient, prompts: PromptSet, task: TaskConfig, texts: li
                               prompt_file=template.name, prompt_sha256=template.sha256)
 
 
+def reads_probabilities(task: TaskConfig, way: str | None, default: str = "json") -> bool:
+    """Whether the Verifier reads label probabilities: `loop.verifier` (`way`), or where it is unset
+    the method's `default`; NER always answers in JSON."""
+    return task.type == "classification" and (way or default) == "probabilities"
+
+
 def or_json(by_probability: Callable[[], Labelled], by_json: Callable[[], Labelled]) -> Labelled:
     """The probability Verifier's labels; where the endpoint gives no log-probabilities, a warning and
     the JSON Verifier's instead, with the failed request's calls kept (they were paid for)."""

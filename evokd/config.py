@@ -232,12 +232,15 @@ class LoopConfig(_Section):
     # ones the student (before training on them) labels otherwise, as generator and student agreeing
     # is already two votes; "hard": the hard ones; "all": every text.
     verify: Literal["contested", "hard", "all"] = "hard"
-    # evokd, classification: how the Verifier answers. "json": a JSON object of labels (a text it
-    # finds mixed is "none"). "probabilities": each text's label in a word, its probability read
-    # from the teacher's token log-probabilities (agents/verifier_probs.py); a text is kept when the
-    # label it was written for has at least `verifier_threshold`. An endpoint without
-    # log-probabilities falls back to "json" with a warning. NER always uses "json".
-    verifier: Literal["json", "probabilities"] = "json"
+    # Classification: how the Verifier answers. "json": a JSON object of labels (a text it finds
+    # mixed is "none"). "probabilities": each text's label in a word, its probability read from the
+    # teacher's token log-probabilities (agents/verifier_probs.py); a text is kept when its label
+    # (evokd: the label it was written for) has at least `verifier_threshold`. An endpoint without
+    # log-probabilities falls back to "json" with a warning. NER always uses "json". None: the
+    # method's own: "probabilities" for pool (it labels real texts, where the JSON Verifier said
+    # "none" to a quarter of gold SST-2 sentences), "json" for the generating loops (their final fit
+    # scored higher on dev with it; docs/method.md).
+    verifier: Literal["json", "probabilities"] | None = None
     # evokd: the labels (NER: entity types) written for in a round, taken in turn from task.labels so
     # that every label comes round again; 0: every label every round. With many types a round asks a
     # Generator and a Verifier call per type, and a small budget buys one round and no loop.

@@ -76,8 +76,8 @@ class Method:
     name: str  # the value of loop.method
     # One round's steps in order (the first starts the round); the builder adds seed, decide, finish.
     round: Callable[[LoopConfig], list[Step]]
-    # The templates ("diagnosis.user", ...) the method cannot run without.
-    prompts: Callable[[LoopConfig], list[str]]
+    # The templates ("diagnosis.user", ...) the method cannot run without, for this config.
+    prompts: Callable[[RunConfig], list[str]]
     # `--dry-run`: the teacher calls of one round, written down with `asks.call(...)`.
     estimate: Callable[[Asks], None]
     training: Callable[[LoopConfig], Training] = continues

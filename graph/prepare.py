@@ -39,7 +39,7 @@ def prepare(cfg: RunConfig) -> Prepared:
         require_mlflow()
     method = method_of(cfg)
     data = load_task_data(cfg)
-    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, needed=method.prompts(cfg.loop),
+    prompts = PromptSet(cfg.task.type, cfg.prompts_dir, needed=method.prompts(cfg),
                         needed_by=f'loop.method = "{method.name}"')
     method_data = method.prepare(cfg, data) if method.prepare is not None else None
     return Prepared(cfg=cfg, data=data, prompts=prompts, method=method, method_data=method_data)

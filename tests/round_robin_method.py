@@ -68,7 +68,7 @@ def count_asks(cfg: RunConfig, data: TaskData) -> Counter[str]:
 METHOD = Method(
     name="round-robin",
     round=round_steps,
-    prompts=lambda loop: ["static.user"],
+    prompts=lambda cfg: ["static.user"],
     estimate=estimate,
     stop=each_label_twice,
     tasks=("classification",),

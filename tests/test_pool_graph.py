@@ -80,12 +80,18 @@ def test_a_pool_run_labels_the_picked_texts_and_trains_on_them(tmp_path: Path, t
 
 def test_a_pool_labelled_with_probabilities_keeps_the_sure_labels(tmp_path: Path, tiny_model_dir: Path) -> None:
     teacher = SentimentTeacher()
-    cfg = pool_config(tmp_path / "a", tiny_model_dir, max_rounds=1, verifier="probabilities")
+    cfg = pool_config(tmp_path / "a", tiny_model_dir, max_rounds=1)  # loop.verifier unset: the pool's own way
     picked = [s for s in samples_of(execute(cfg, chat_model=ScriptedChatModel(script=teacher)).run)
               if s["intent"] == "pool"]
     # The scripted Verifier is 0.9 sure of each keyword label: kept, with that probability.
     assert len(picked) == 6 and all(s["accepted"] and s["teacher_p"] == pytest.approx(0.9) for s in picked)
     assert all(s["label"] in ("negative", "positive") for s in picked)
+    cfg = pool_config(tmp_path / "json", tiny_model_dir, max_rounds=1, verifier="json")
+    run = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher())).run
+    picked = [s for s in samples_of(run) if s["intent"] == "pool"]
+    assert len(picked) == 6 and all(s["teacher_p"] is None for s in picked)
+    asked = [r for r in read_trace(run.trace) if isinstance(r, LLMCall) and r.node == "verifier"]
+    assert asked and all(r.prompt_file.endswith("/verifier.user.j2") for r in asked)
     unsure = SentimentTeacher()
     unsure.label_p = 0.55
     cfg = pool_config(tmp_path / "b", tiny_model_dir, max_rounds=1, verifier="probabilities",
@@ -113,7 +119,8 @@ def test_texts_in_dev_or_test_are_never_picked(tmp_path: Path, tiny_model_dir: P
     dev_texts = [s.text for s in read_classification(ROOT / "examples/sentiment/data/dev.csv", SENTIMENT)][:10]
     pool = tmp_path / "pool.txt"
     pool.write_text("\n".join([*dev_texts, *[t.upper() for t in dev_texts], "A brand new review of a film."]) + "\n")
-    cfg = pool_config(tmp_path, tiny_model_dir, pool=pool, max_rounds=3)
+    # The JSON Verifier: its way out ("none") is what the last text gets.
+    cfg = pool_config(tmp_path, tiny_model_dir, pool=pool, max_rounds=3, verifier="json")
     prepared = prepare(cfg)
     assert prepared.method_data.usable.rows.tolist() == [20]
     assert prepared.method_data.usable.in_eval == 20
@@ -181,13 +188,10 @@ def test_rerun_reproduces_a_pool_run_and_a_fork_goes_live_after_round_1(tmp_path
     assert calls and all(c.from_record for c in calls)
     assert [s.get("row") for s in samples_of(result.run)] == [s.get("row") for s in samples_of(original)]
 
-    class Contrary(SentimentTeacher):  # labels everything negative
-        def verifier_reply(self, messages: list) -> str:
-            self.label_fn = lambda texts: ["negative"] * len(texts)
-            return super().verifier_reply(messages)
-
+    contrary = SentimentTeacher()
+    contrary.label_fn = lambda texts: ["negative"] * len(texts)
     fork_cfg = pool_config(tmp_path / "fork", tiny_model_dir)
-    fork = execute(fork_cfg, chat_model=ScriptedChatModel(script=Contrary()),
+    fork = execute(fork_cfg, chat_model=ScriptedChatModel(script=contrary),
                    recording=Recording.from_run(original.root, mode="fork", until_round=2),
                    parent=str(original.root)).run
     a, b = samples_of(original), samples_of(fork)
@@ -223,7 +227,9 @@ def test_an_ner_pool_of_conll_sentences(tmp_path: Path, tiny_model_dir: Path) ->
     pool = tmp_path / "pool.conll"
     pool.write_text("\n\n".join("\n".join(f"{t} NNP B-MISC" for t in s) for s in sentences) + "\n")
     path = ner_config(tmp_path, tiny_model_dir)
-    path.write_text(path.read_text().replace('method = "evokd-paper"', 'method = "pool"\npool_per_round = 3')
+    # verifier = "probabilities" too: NER answers in JSON whatever it says, and needs no template for it.
+    path.write_text(path.read_text().replace('method = "evokd-paper"',
+                                             'method = "pool"\npool_per_round = 3\nverifier = "probabilities"')
                     .replace("[student]", f"unlabeled = {json.dumps(str(pool))}\n[student]"))
     result = execute(load_config(path), chat_model=ScriptedChatModel(script=NerTeacher()))
     picked = [s for s in samples_of(result.run) if s["intent"] == "pool"]

@@ -71,7 +71,7 @@ def estimate(asks: Asks) -> None:
 METHOD = Method(
     name="augment",
     round=round_steps,
-    prompts=lambda loop: ["augment.user"],
+    prompts=lambda cfg: ["augment.user"],
     estimate=estimate,
     bench=(BenchRow("augment"),),
 )

@@ -33,7 +33,7 @@ from evokd.agents.ask import Answer, ask_in_turn
 from evokd.agents.attributes import GENERIC_ATTRIBUTES, draw
 from evokd.agents.generator import write_targeted
 from evokd.agents.verifier import Labelled, confirm_texts, judge_entities
-from evokd.agents.verifier_probs import confirm_by_probability, or_json
+from evokd.agents.verifier_probs import confirm_by_probability, or_json, reads_probabilities
 from evokd.config import LoopConfig, RunConfig
 from evokd.core.records import Sample
 from evokd.core.samples import (
@@ -240,7 +240,7 @@ def verifier(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
                              batch_size=loop.verifier_batch_size, concurrency=ctx.cfg.llm.concurrency,
                              temperature=ctx.cfg.llm.verifier_temperature)
 
-    if loop.verifier == "probabilities" and not ner:
+    if reads_probabilities(task, loop.verifier):
         confirmed = or_json(lambda: confirm_by_probability(ctx.teacher, ctx.prompts, task, texts, intended,
                                                            round=state["round"], batch_size=loop.verifier_batch_size,
                                                            threshold=loop.verifier_threshold), by_json)
@@ -325,7 +325,7 @@ def round_calls(asks: Asks, labels: int) -> None:
     checked = {"hard": loop.n_hard, "all": asks.n, "contested": asks.n // 2}[loop.verify] * labels
     if checked:
         batch = loop.verifier_batch_size
-        probabilities = loop.verifier == "probabilities" and task.type == "classification"
+        probabilities = reads_probabilities(task, loop.verifier)
         verify = asks.messages("verifier_probs" if probabilities else "verifier",
                                texts=[r["text"] for r in asks.records(min(batch, checked))])
         per_round: float = math.ceil(checked / batch)
@@ -341,8 +341,8 @@ METHOD = Method(
     name="evokd",
     round=round_steps,
     # verifier.user too with probabilities: the JSON Verifier is the fallback (and NER's).
-    prompts=lambda loop: ["diagnosis.user", "targeted.user", "verifier.user",
-                          *(["verifier_probs.user"] if loop.verifier == "probabilities" else [])],
+    prompts=lambda cfg: ["diagnosis.user", "targeted.user", "verifier.user",
+                         *(["verifier_probs.user"] if reads_probabilities(cfg.task, cfg.loop.verifier) else [])],
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     # evokd+probs: the same loop with the Verifier reading label probabilities (NER rows: as evokd).

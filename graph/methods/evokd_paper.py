@@ -149,8 +149,8 @@ PAPER = ('loop.analyst_sees_metrics=false',)  # the paper's Analyst: samples onl
 METHOD = Method(
     name="evokd-paper",
     round=round_steps,
-    prompts=lambda loop: ["analyst.user", "verifier.user",
-                          "generator.user" if loop.separate_verifier else "generator_labelled.user"],
+    prompts=lambda cfg: ["analyst.user", "verifier.user",
+                         "generator.user" if cfg.loop.separate_verifier else "generator_labelled.user"],
     estimate=estimate,
     owns=("separate_verifier",),
     bench=(BenchRow("evokd-paper", PAPER),

@@ -97,7 +97,7 @@ def estimate(asks: Asks) -> None:
 METHOD = Method(
     name="llm2llm",
     round=round_steps,
-    prompts=lambda loop: ["llm2llm.user"],
+    prompts=lambda cfg: ["llm2llm.user"],
     estimate=estimate,
     training=lambda loop: Training(fresh=True, review_all=True),
     stop=converged,

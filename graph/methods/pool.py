@@ -23,7 +23,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from evokd.agents.verifier import Labelled, label_texts
-from evokd.agents.verifier_probs import label_by_probability, or_json
+from evokd.agents.verifier_probs import label_by_probability, or_json, reads_probabilities
 from evokd.config import LoopConfig, RunConfig
 from evokd.core.bio import entities
 from evokd.core.records import Sample, SampleRecord
@@ -185,11 +185,11 @@ def pick(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
 
 
 def label_pool(ctx: Context, texts: list[str], round: int) -> Labelled:
-    """The one place the pool's texts get their labels: the Verifier, blind, in batches. With
-    `loop.verifier = "probabilities"` (classification) it reads each text's label distribution and
-    a text is kept with its most likely label when that label reaches `loop.verifier_threshold`."""
+    """The one place the pool's texts get their labels: the Verifier, blind, in batches. For
+    classification it reads each text's label distribution unless `loop.verifier = "json"`, and a
+    text is kept with its most likely label when that label reaches `loop.verifier_threshold`."""
     loop, task = ctx.cfg.loop, ctx.cfg.task
-    if loop.verifier == "probabilities" and task.type == "classification":
+    if reads_probabilities(task, loop.verifier, default="probabilities"):
         return or_json(lambda: label_by_probability(ctx.teacher, ctx.prompts, task, texts, round=round,
                                                     batch_size=loop.verifier_batch_size,
                                                     threshold=loop.verifier_threshold),
@@ -233,7 +233,7 @@ def estimate(asks: Asks) -> None:
     pool = asks.method_data
     preview = pool.preview(asks.cfg.sampling.seed) if isinstance(pool, Pool) else asks.seed
     texts = [shown(preview[i % len(preview)], loop.max_text_chars).text for i in range(min(batch, n))]
-    probabilities = loop.verifier == "probabilities" and asks.cfg.task.type == "classification"
+    probabilities = reads_probabilities(asks.cfg.task, loop.verifier, default="probabilities")
     verify = asks.messages("verifier_probs" if probabilities else "verifier", texts=texts)
     asks.call("verifier", math.ceil(n / batch), verify, min(batch, n) * (4 if probabilities else asks.per_label) + 4)
 
@@ -248,7 +248,9 @@ def check(cfg: RunConfig) -> tuple[str, str] | None:
 METHOD = Method(
     name="pool",
     round=round_steps,
-    prompts=lambda loop: ["verifier.user", *(["verifier_probs.user"] if loop.verifier == "probabilities" else [])],
+    # verifier.user too with probabilities: the JSON Verifier is the fallback (and NER's).
+    prompts=lambda cfg: ["verifier.user", *(["verifier_probs.user"] if reads_probabilities(
+        cfg.task, cfg.loop.verifier, default="probabilities") else [])],
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     stop=exhausted,

@@ -93,7 +93,7 @@ def estimate(asks: Asks) -> None:
 METHOD = Method(
     name="static",
     round=round_steps,
-    prompts=lambda loop: ["static.user"],
+    prompts=lambda cfg: ["static.user"],
     estimate=estimate,
     # static+attributes: each request asks for texts of a drawn length and register (AttrPrompt's idea).
     bench=(BenchRow("static"), BenchRow("static+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",))),
