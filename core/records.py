@@ -253,6 +253,9 @@ class FinalFitResult(BaseModel):
     dev_ece_before: float
     dev_ece_after: float
     seconds: float
+    # Dev log-loss before and after: what the temperature minimises (None in runs of evokd 0.2).
+    dev_nll_before: float | None = None
+    dev_nll_after: float | None = None
 
 
 class RunResult(BaseModel):

@@ -133,9 +133,11 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
             "",
             f"Final fit: a fresh student trained on {final.train_size} samples (the seed set and every accepted one), "
             f"{final.epochs_run} of at most {final.max_epochs} epochs, the weights of epoch {final.best_epoch} "
-            f"(best on dev) kept, then temperature-scaled on dev (T = {final.temperature:.3f}): dev expected "
-            f"calibration error {final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after "
-            f"({final.seconds / 60:.1f} min).",
+            f"(best on dev) kept, then temperature-scaled on dev (T = {final.temperature:.3f}): "
+            + (f"dev log-loss {final.dev_nll_before:.4f} before, {final.dev_nll_after:.4f} after (what T "
+               "minimises); " if final.dev_nll_before is not None and final.dev_nll_after is not None else "")
+            + f"dev expected calibration error {final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after "
+            f"(binned, so noisy on a small dev set) ({final.seconds / 60:.1f} min).",
             "",
             "The final fit's student is in `student/`, the best round's in `best_round_student/` (load either "
             "with `transformers.pipeline`).", "",

@@ -53,6 +53,10 @@ def test_a_run_ends_with_a_final_fit_on_everything_accepted(tmp_path: Path, tiny
     summary = folder.summary.read_text()
     assert f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} | {final.test_f1:.4f} |" in summary
     assert f"{final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after" in summary
+    # The log-loss is what the temperature was fitted to lower, and it never rises.
+    assert final.dev_nll_before is not None and final.dev_nll_after is not None
+    assert final.dev_nll_after <= final.dev_nll_before + 1e-9
+    assert f"dev log-loss {final.dev_nll_before:.4f} before, {final.dev_nll_after:.4f} after" in summary
     assert "final fit (student/)" in folder.report.read_text()
     console = Console(record=True, width=250)
     replay.compare(folder.root, folder.root, console)
