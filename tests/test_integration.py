@@ -97,3 +97,17 @@ def test_base_url_of_a_server_started_by_hand(tmp_path: Path) -> None:
         assert header.teacher_url == server.base_url
         assert not (run / "teacher-server.log").exists()  # evokd started no teacher of its own
     check_run(run, paper=True)
+
+
+def test_pool_round_reads_the_real_teachers_probabilities(tmp_path: Path) -> None:
+    # The pool's Verifier reads each text's label probabilities from llama.cpp's log-probabilities.
+    run = one_round(ROOT / "examples" / "sentiment" / "config.toml", tmp_path / "runs",
+                    "--set", 'loop.method="pool"', "--set", "loop.pool_per_round=8")
+    calls = [r for r in read_trace(run / "trace.jsonl") if isinstance(r, LLMCall)]
+    assert calls and {c.node for c in calls} == {"verifier"}
+    assert all("verifier_probs" in (c.prompt_file or "") for c in calls)
+    picked = [json.loads(x) for x in (run / "samples.jsonl").read_text().splitlines()]
+    picked = [s for s in picked if s["intent"] == "pool"]
+    assert len(picked) == 8 and any(s["accepted"] for s in picked)
+    assert all(0.5 <= s["teacher_p"] <= 1.0 for s in picked if s["accepted"])
+    assert "| student | dev macro-F1 | test macro-F1 |" in (run / "summary.md").read_text()
