@@ -184,12 +184,17 @@ def pick(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
             "pick": seen}
 
 
+def by_probability(cfg: RunConfig) -> bool:
+    """Whether the pool's Verifier reads label probabilities: its own way unless loop.verifier says json."""
+    return reads_probabilities(cfg.task, cfg.loop.verifier, default="probabilities")
+
+
 def label_pool(ctx: Context, texts: list[str], round: int) -> Labelled:
     """The one place the pool's texts get their labels: the Verifier, blind, in batches. For
     classification it reads each text's label distribution unless `loop.verifier = "json"`, and a
     text is kept with its most likely label when that label reaches `loop.verifier_threshold`."""
     loop, task = ctx.cfg.loop, ctx.cfg.task
-    if reads_probabilities(task, loop.verifier, default="probabilities"):
+    if by_probability(ctx.cfg):
         return or_json(lambda: label_by_probability(ctx.teacher, ctx.prompts, task, texts, round=round,
                                                     batch_size=loop.verifier_batch_size,
                                                     threshold=loop.verifier_threshold),
@@ -233,7 +238,7 @@ def estimate(asks: Asks) -> None:
     pool = asks.method_data
     preview = pool.preview(asks.cfg.sampling.seed) if isinstance(pool, Pool) else asks.seed
     texts = [shown(preview[i % len(preview)], loop.max_text_chars).text for i in range(min(batch, n))]
-    probabilities = reads_probabilities(asks.cfg.task, loop.verifier, default="probabilities")
+    probabilities = by_probability(asks.cfg)
     verify = asks.messages("verifier_probs" if probabilities else "verifier", texts=texts)
     asks.call("verifier", math.ceil(n / batch), verify, min(batch, n) * (4 if probabilities else asks.per_label) + 4)
 
@@ -249,8 +254,7 @@ METHOD = Method(
     name="pool",
     round=round_steps,
     # verifier.user too with probabilities: the JSON Verifier is the fallback (and NER's).
-    prompts=lambda cfg: ["verifier.user", *(["verifier_probs.user"] if reads_probabilities(
-        cfg.task, cfg.loop.verifier, default="probabilities") else [])],
+    prompts=lambda cfg: ["verifier.user", *(["verifier_probs.user"] if by_probability(cfg) else [])],
     estimate=estimate,
     training=lambda loop: Training(review_all=loop.replay_all),
     stop=exhausted,
