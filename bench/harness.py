@@ -374,7 +374,8 @@ def run_benchmark(
         "per_class_plot": f"{stem}-per-class.png", "cost_plot": f"{stem}-cost.png",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    done, earlier_minutes = finished_runs(out_dir / f"{stem}.json", head) if resume else ({}, 0.0)
+    done, set_aside, earlier_minutes = (finished_runs(out_dir / f"{stem}.json", head) if resume
+                                        else ({}, [], 0.0))
     for kept in done.values():  # runs benchmarked before spend was recorded: read their folders once
         kept.setdefault("spend", costs.spend(kept))
     runs: list[dict[str, Any]] = []
@@ -382,6 +383,9 @@ def run_benchmark(
     started = time.time()
     if done:
         console.print(f"resuming: {len(done)} of {total} runs already in {out_dir / stem}.json", highlight=False)
+    if set_aside:
+        console.print(f"{len(set_aside)} earlier runs of other methods or seeds are kept in {stem}.json, "
+                      "outside this benchmark's tables", highlight=False)
     tracker, parent = tracked_benchmark(base, stem, head, out_dir / f"{stem}.json" if resume else None)
 
     def write(final: bool) -> dict[str, Any]:
@@ -393,7 +397,7 @@ def run_benchmark(
         costs.annotate(summary, comparisons, so_far, tables.stats)
         result = {**head, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   "minutes": earlier_minutes + (time.time() - started) / 60, "complete": final,
-                  "summary": summary, "comparisons": comparisons, "runs": so_far}
+                  "summary": summary, "comparisons": comparisons, "runs": so_far, "set_aside": set_aside}
         write_atomic(out_dir / f"{stem}.json", json.dumps(result, indent=1) + "\n")
         plot(result, out_dir / f"{stem}.png", {m for m, extra in METHODS.items() if extra is None})
         plot_per_class(result, out_dir / f"{stem}-per-class.png")
@@ -507,11 +511,14 @@ def _ending(tracker: Any, stem: Path) -> Iterator[list[dict[str, Any]]]:
             tracker.end(final.get("summary", {}), files if ended else [], complete=bool(ended))
 
 
-def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int], dict[str, Any]], float]:
-    """The successful runs of an earlier, stopped benchmark with the same settings (--resume),
-    and the minutes it had spent (0 when none of its runs is kept)."""
+def finished_runs(path: Path, head: dict[str, Any]
+                  ) -> tuple[dict[tuple[str, int], dict[str, Any]], list[dict[str, Any]], float]:
+    """The successful runs of an earlier, stopped benchmark with the same settings (--resume), the
+    runs of methods or seeds this one does not ask for (set aside: written back untouched, so a
+    resume with fewer methods or seeds loses nothing a later one can use), and the minutes the
+    earlier one had spent (0 when none of its runs is kept)."""
     if not path.exists():
-        return {}, 0.0
+        return {}, [], 0.0
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -522,7 +529,14 @@ def finished_runs(path: Path, head: dict[str, Any]) -> tuple[dict[tuple[str, int
             raise BenchError(f"cannot resume from {path}: its {key} differs from this benchmark's "
                              "(drop --resume to start over, or pass --out elsewhere)")
     seeds = {i: s for i, s in enumerate(head["seeds"])}
-    kept = {(r["method"], r["seed"]): r for r in earlier.get("runs", [])
-            if r.get("error") is None and r["method"] in head["methods"] and seeds.get(r["seed"]) == {
-                "sampling": r.get("sampling"), "student": r.get("student")}}
-    return kept, earlier["minutes"] if kept else 0.0
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    set_aside: list[dict[str, Any]] = []
+    for r in [*earlier.get("runs", []), *earlier.get("set_aside", [])]:
+        if r.get("error") is not None:
+            continue
+        if r["method"] in head["methods"] and r["seed"] in seeds:
+            if seeds[r["seed"]] == {"sampling": r.get("sampling"), "student": r.get("student")}:
+                kept[(r["method"], r["seed"])] = r
+        else:
+            set_aside.append(r)
+    return kept, set_aside, earlier["minutes"] if kept else 0.0

@@ -231,6 +231,17 @@ def test_stopped_benchmark_keeps_its_runs_and_resumes(tmp_path: Path, tiny_model
                for r, k in zip(more["runs"], result["runs"], strict=True))
     assert "fitting its pool 4 times" in (tmp_path / "console.txt").read_text()
 
+    # Resumed with fewer methods: the others' runs are set aside in the file, not dropped, and a
+    # later resume with every method uses them again.
+    fewer = harness.run_benchmark("sentiment", ["static"], seeds=1, out_dir=out, runs_dir=tmp_path / "runs",
+                                  overrides=overrides, chat_model_factory=lambda m: pytest.fail("no run is redone"),
+                                  console=Console(file=(tmp_path / "console.txt").open("a"), width=200),
+                                  resume=True, fit_seeds=4)
+    assert [r["method"] for r in fewer["runs"]] == ["static"] and set(fewer["summary"]) == {"static"}
+    assert sorted(r["method"] for r in fewer["set_aside"]) == ["evokd", "no-aug"]
+    whole = bench(lambda method: pytest.fail("no run is redone"), resume=True, fit_seeds=4)
+    assert [r["method"] for r in whole["runs"]] == ["static", "evokd", "no-aug"] and whole["set_aside"] == []
+
     with pytest.raises(harness.BenchError, match="its settings differ"):
         harness.run_benchmark("sentiment", ["static"], seeds=1, out_dir=out, runs_dir=tmp_path / "runs",
                               overrides=[*overrides, "loop.n_hard=3"], resume=True,
