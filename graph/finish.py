@@ -83,6 +83,17 @@ def _score(f1: float | None) -> str:
     return "–" if f1 is None else f"{f1:.4f}"
 
 
+def final_fit_sentence(final: FinalFitResult) -> str:
+    """What the final fit did, in one sentence of summary.md."""
+    calibration = (f"dev log-loss {final.dev_nll_before:.4f} before, {final.dev_nll_after:.4f} after (what T "
+                   "minimises); " if final.dev_nll_before is not None and final.dev_nll_after is not None else "")
+    return (f"Final fit: a fresh student trained on {final.train_size} samples (the seed set and every accepted "
+            f"one), {final.epochs_run} of at most {final.max_epochs} epochs, the weights of epoch {final.best_epoch} "
+            f"(best on dev) kept, then temperature-scaled on dev (T = {final.temperature:.3f}): {calibration}"
+            f"dev expected calibration error {final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after "
+            f"(binned, so noisy on a small dev set) ({final.seconds / 60:.1f} min).")
+
+
 def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estimate | None = None) -> str:
     """summary.md: the RunResult for a person, the dry run's estimate beside the spend, and the rounds."""
     seconds = result.seconds
@@ -131,13 +142,7 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
     if final is not None:
         lines += [
             "",
-            f"Final fit: a fresh student trained on {final.train_size} samples (the seed set and every accepted one), "
-            f"{final.epochs_run} of at most {final.max_epochs} epochs, the weights of epoch {final.best_epoch} "
-            f"(best on dev) kept, then temperature-scaled on dev (T = {final.temperature:.3f}): "
-            + (f"dev log-loss {final.dev_nll_before:.4f} before, {final.dev_nll_after:.4f} after (what T "
-               "minimises); " if final.dev_nll_before is not None and final.dev_nll_after is not None else "")
-            + f"dev expected calibration error {final.dev_ece_before:.4f} before, {final.dev_ece_after:.4f} after "
-            f"(binned, so noisy on a small dev set) ({final.seconds / 60:.1f} min).",
+            final_fit_sentence(final),
             "",
             "The final fit's student is in `student/`, the best round's in `best_round_student/` (load either "
             "with `transformers.pipeline`).", "",
