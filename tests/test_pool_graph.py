@@ -216,6 +216,35 @@ def test_dry_run_estimates_the_verifier_on_the_pool_texts(tmp_path: Path, tiny_m
     assert "260 texts to pick from" in prepared.method_data.describe()
 
 
+def test_a_small_budget_picks_fewer_texts_a_round_so_that_it_pays_for_several(tmp_path: Path,
+                                                                               tiny_model_dir: Path) -> None:
+    from evokd.graph.estimate import asks_for, estimate
+    from evokd.graph.methods.pool import picks_a_round, verifier_calls
+
+    cfg = pool_config(tmp_path, tiny_model_dir, max_tokens=600, rounds_to_fit=4, max_rounds=3)
+    prepared = prepare(cfg)
+    asks = asks_for(cfg, prepared.data, prepared.prompts, method_data=prepared.method_data)
+    n = picks_a_round(asks)
+
+    def cost(k: int) -> float:
+        one = asks_for(cfg, prepared.data, prepared.prompts, method_data=prepared.method_data)
+        verifier_calls(one, k)
+        return sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls)
+
+    assert 1 <= n < 6  # 6 a round would not let 600 tokens pay for 4 rounds ...
+    assert 4 * cost(n) <= 600 < 4 * cost(n + 1)  # ... and n is the most that does
+    est = estimate(cfg, prepared.data, prepared.prompts, prepared.method, speed=False,
+                   method_data=prepared.method_data)
+    assert any(f"picks: {n} a round of loop.pool_per_round = 6" in line for line in est.lines())
+    # The run picks as --dry-run said; rounds_to_fit = 0 turns the sizing off.
+    result = execute(cfg, chat_model=ScriptedChatModel(script=SentimentTeacher()))
+    picked = [s for s in samples_of(result.run) if s["intent"] == "pool"]
+    rounds = sorted({s["round"] for s in picked})
+    assert rounds and all(sum(s["round"] == r for s in picked) == n for r in rounds)
+    off = pool_config(tmp_path, tiny_model_dir, max_tokens=600, rounds_to_fit=0)
+    assert picks_a_round(asks_for(off, prepared.data, prepared.prompts, method_data=prepared.method_data)) == 6
+
+
 def test_an_ner_pool_of_conll_sentences(tmp_path: Path, tiny_model_dir: Path) -> None:
     from teachers import NerTeacher
     from test_ner_graph import ner_config

@@ -4,7 +4,8 @@
 
 Each round the student scores the pool (`data.unlabeled`, or `data.hf.unlabeled_split`), a query
 strategy (`loop.pool_query`: random, uncertainty, diverse; student/query.py) picks
-`loop.pool_per_round` texts, the Verifier labels them blind (for NER it annotates their entities,
+`loop.pool_per_round` texts (fewer when the token budget would otherwise pay for fewer than
+`loop.rounds_to_fit` rounds, 8 unless set), the Verifier labels them blind (for NER it annotates their entities,
 kept by the span rules), and the trainer continues training on them, the seed set and a review
 sample, as in the other loops. The pool is indexed and encoded once per machine (student/pool.py);
 a round scores all of it with a proxy on the cached vectors and lets the student rescore a
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -29,7 +31,7 @@ from evokd.core.bio import entities
 from evokd.core.records import Sample, SampleRecord
 from evokd.core.samples import as_rows
 from evokd.graph.context import Context, StudentHolder, TaskData
-from evokd.graph.estimate import Asks
+from evokd.graph.estimate import Asks, asks_for
 from evokd.graph.method import BenchRow, Method, Step, Stop, Training
 from evokd.graph.state import RunState
 from evokd.graph.steps import trainer
@@ -68,6 +70,13 @@ class Pool:
         self.usable = usable
         self._vectors: np.ndarray | None = None
         self._seen: dict[str, np.ndarray] = {}  # vectors of labelled texts not in the pool (the seed set)
+        self._per_round: int | None = None
+
+    def per_round(self, ctx: Context) -> int:
+        """The texts a round picks (`picks_a_round`, as `--dry-run` sizes them), worked out once."""
+        if self._per_round is None:
+            self._per_round = picks_a_round(asks_for(ctx.cfg, ctx.data, ctx.prompts, method_data=self))
+        return self._per_round
 
     @classmethod
     def open(cls, cfg: RunConfig, data: TaskData) -> Pool:
@@ -153,7 +162,7 @@ def targets(records: list[dict[str, Any]], cfg: RunConfig) -> np.ndarray:
 
 
 def pick(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
-    """The query strategy's picks from the texts not asked yet: `loop.pool_per_round` of them."""
+    """The query strategy's picks from the texts not asked yet: `picks_a_round` of them."""
     ctx = runtime.context
     loop, pool = ctx.cfg.loop, ctx.method_data
     assert isinstance(pool, Pool)  # the pre-flight opened it (`prepare` below)
@@ -166,7 +175,7 @@ def pick(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     def rescore(rows: np.ndarray) -> np.ndarray:
         return student_uncertainty(student.predict(pool.texts(rows)), loop.pool_measure)
 
-    chosen = select(loop.pool_query, candidates=candidates, n=loop.pool_per_round,
+    chosen = select(loop.pool_query, candidates=candidates, n=pool.per_round(ctx),
                     seed=ctx.cfg.sampling.seed + state["round"], vectors=vectors,
                     train_x=pool.labelled_vectors(labelled, vectors, ctx.holder),
                     train_y=targets(labelled, ctx.cfg), rescore=rescore, shortlist_size=loop.pool_shortlist,
@@ -231,16 +240,50 @@ def exhausted(state: RunState) -> Stop | None:
 
 
 def estimate(asks: Asks) -> None:
-    """Only the Verifier: loop.pool_per_round texts a round, in batches; the texts are a seeded
-    handful of the pool's own, cut as the Verifier sees them (the seed set's when no pool is open)."""
+    """Only the Verifier: `picks_a_round` texts a round, in batches; the texts are a seeded handful
+    of the pool's own, cut as the Verifier sees them (the seed set's when no pool is open)."""
+    n, loop = picks_a_round(asks), asks.loop
+    if n < loop.pool_per_round:
+        asks.notes.append(f"picks: {n} a round of loop.pool_per_round = {loop.pool_per_round}, so that "
+                          f"{loop.max_tokens:,} tokens pay for {pool_rounds(asks.cfg)} rounds (loop.rounds_to_fit)")
+    verifier_calls(asks, n)
+
+
+def verifier_calls(asks: Asks, n: int) -> None:
+    """The Verifier's calls for `n` picked texts."""
     loop = asks.loop
-    batch, n = loop.verifier_batch_size, loop.pool_per_round
+    batch = loop.verifier_batch_size
     pool = asks.method_data
     preview = pool.preview(asks.cfg.sampling.seed) if isinstance(pool, Pool) else asks.seed
     texts = [shown(preview[i % len(preview)], loop.max_text_chars).text for i in range(min(batch, n))]
     probabilities = by_probability(asks.cfg)
     verify = asks.messages("verifier_probs" if probabilities else "verifier", texts=texts)
     asks.call("verifier", math.ceil(n / batch), verify, min(batch, n) * (4 if probabilities else asks.per_label) + 4)
+
+
+# loop.rounds_to_fit unset: the rounds a pool run's token budget should pay for at least. Active
+# learning learns between rounds; 6,000 tokens spent in one round of 16 IMDB reviews (about 330
+# tokens each to label) would pick them all by what the seed student knows.
+POOL_ROUNDS = 8
+
+
+def pool_rounds(cfg: RunConfig) -> int:
+    return cfg.loop.rounds_to_fit if cfg.loop.rounds_to_fit is not None else POOL_ROUNDS
+
+
+def picks_a_round(asks: Asks) -> int:
+    """loop.pool_per_round, or with a token budget the most (at least 1) that let it pay for
+    `pool_rounds` rounds at the estimate's cost of labelling them."""
+    loop = asks.loop
+    rounds = pool_rounds(asks.cfg)
+    if loop.max_tokens is None or rounds <= 0:
+        return loop.pool_per_round
+    for n in range(loop.pool_per_round, 1, -1):
+        one = replace(asks, calls=[])
+        verifier_calls(one, n)
+        if rounds * sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls) <= loop.max_tokens:
+            return n
+    return 1
 
 
 def check(cfg: RunConfig) -> tuple[str, str] | None:
