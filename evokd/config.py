@@ -249,7 +249,8 @@ class LoopConfig(_Section):
     # many: each writes for as many labels (in turn) as that allows at the --dry-run estimate of a
     # one-label round, which errs high. None: 4 for NER (a round asks a Generator and a Verifier call
     # per entity type, and 6,000 tokens bought one or two rounds), 0 (off) for classification (4
-    # rounds at 6,000 tokens on SST-2 and IMDB as it is).
+    # rounds at 6,000 tokens on SST-2 and IMDB as it is). pool: picks fewer than pool_per_round texts
+    # a round when that many would not let the budget pay for this many rounds; None: 8.
     rounds_to_fit: int | None = Field(None, ge=0)
     verifier_threshold: float = Field(0.5, gt=0, le=1)
     # evokd: each round replays every earlier accepted sample (false: a review sample of review_size,
