@@ -262,8 +262,8 @@ def verifier_calls(asks: Asks, n: int) -> None:
 
 
 # loop.rounds_to_fit unset: the rounds a pool run's token budget should pay for at least. Active
-# learning learns between rounds; 6,000 tokens spent in one round of 16 IMDB reviews (about 200
-# tokens each to label, as estimated) would pick them all by what the seed student knows.
+# learning learns between rounds; 6,000 tokens bought under two rounds of 16 IMDB reviews (about
+# 200 tokens each to label, as estimated), picked by what the 2-shot seed student knew.
 POOL_ROUNDS = 8
 
 
