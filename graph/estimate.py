@@ -167,6 +167,10 @@ class Asks:
         if k > 0:
             self.calls.append(CallEstimate(node, k, self.tokens(messages) + extra_in, self.reply(out)))
 
+    def round_tokens(self) -> float:
+        """The tokens (in and out) of the calls written down so far."""
+        return sum(c.calls * (c.tokens_in + c.tokens_out) for c in self.calls)
+
     def records(self, n: int) -> list[dict[str, Any]]:
         """n records shaped as a probe shows them to an Analyst, cycled from the seed samples."""
         out = []

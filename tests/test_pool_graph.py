@@ -229,7 +229,7 @@ def test_a_small_budget_picks_fewer_texts_a_round_so_that_it_pays_for_several(tm
     def cost(k: int) -> float:
         one = asks_for(cfg, prepared.data, prepared.prompts, method_data=prepared.method_data)
         verifier_calls(one, k)
-        return sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls)
+        return one.round_tokens()
 
     assert 1 <= n < 6  # 6 a round would not let 600 tokens pay for 4 rounds ...
     assert 4 * cost(n) <= 600 < 4 * cost(n + 1)  # ... and n is the most that does

@@ -298,7 +298,7 @@ def labels_a_round(asks: Asks) -> int:
         return len(labels_of_round(cfg.task.labels, 1, loop.labels_per_round))
     one = replace(asks, calls=[])
     round_calls(one, 1)
-    per_label = sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls)
+    per_label = one.round_tokens()
     return labels_affordable(len(cfg.task.labels), budget=loop.max_tokens or 0, rounds=rounds_to_fit(cfg),
                              per_label=per_label)
 

@@ -281,7 +281,7 @@ def picks_a_round(asks: Asks) -> int:
     for n in range(loop.pool_per_round, 1, -1):
         one = replace(asks, calls=[])
         verifier_calls(one, n)
-        if rounds * sum(c.calls * (c.tokens_in + c.tokens_out) for c in one.calls) <= loop.max_tokens:
+        if rounds * one.round_tokens() <= loop.max_tokens:
             return n
     return 1
 
