@@ -272,6 +272,8 @@ def test_ner_rounds_are_sized_to_fit_the_budget(tmp_path: Path, tiny_model_dir: 
     # Classification writes for every label each round unless asked (rounds_to_fit = None: off).
     (tmp_path / "cls").mkdir()
     assert rounds_to_fit(load_config(write_config(tmp_path / "cls", tiny_model_dir))) == 0
+    # Never sized for more rounds than loop.max_rounds lets run: the budget would be left unspent.
+    assert rounds_to_fit(cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"max_rounds": 2})})) == 2
 
 
 def test_ner_static_and_augment(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -241,6 +241,9 @@ def test_a_small_budget_picks_fewer_texts_a_round_so_that_it_pays_for_several(tm
     picked = [s for s in samples_of(result.run) if s["intent"] == "pool"]
     rounds = sorted({s["round"] for s in picked})
     assert rounds and all(sum(s["round"] == r for s in picked) == n for r in rounds)
+    # Sized for at most loop.max_rounds rounds: with 2 of them, 600 tokens pay for more a round.
+    two = pool_config(tmp_path, tiny_model_dir, max_tokens=600, rounds_to_fit=4, max_rounds=2)
+    assert picks_a_round(asks_for(two, prepared.data, prepared.prompts, method_data=prepared.method_data)) == 6
     off = pool_config(tmp_path, tiny_model_dir, max_tokens=600, rounds_to_fit=0)
     assert picks_a_round(asks_for(off, prepared.data, prepared.prompts, method_data=prepared.method_data)) == 6
 

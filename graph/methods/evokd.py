@@ -157,10 +157,10 @@ def labels_of_round(labels: list[str], round: int, k: int) -> list[str]:
 
 
 def rounds_to_fit(cfg: RunConfig) -> int:
-    """loop.rounds_to_fit, its None resolved: 4 for NER, 0 (off) for classification."""
-    if cfg.loop.rounds_to_fit is not None:
-        return cfg.loop.rounds_to_fit
-    return 4 if cfg.task.type == "ner" else 0
+    """loop.rounds_to_fit, its None resolved (4 for NER, 0 (off) for classification), at most
+    loop.max_rounds: a budget sized for rounds that cannot run would be left unspent."""
+    rounds = cfg.loop.rounds_to_fit if cfg.loop.rounds_to_fit is not None else 4 if cfg.task.type == "ner" else 0
+    return min(rounds, cfg.loop.max_rounds)
 
 
 def round_size(ctx: Context) -> int:

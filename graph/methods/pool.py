@@ -268,7 +268,9 @@ POOL_ROUNDS = 8
 
 
 def pool_rounds(cfg: RunConfig) -> int:
-    return cfg.loop.rounds_to_fit if cfg.loop.rounds_to_fit is not None else POOL_ROUNDS
+    """The rounds a budget should pay for: loop.rounds_to_fit (8 unless set), at most loop.max_rounds."""
+    rounds = cfg.loop.rounds_to_fit if cfg.loop.rounds_to_fit is not None else POOL_ROUNDS
+    return min(rounds, cfg.loop.max_rounds)
 
 
 def picks_a_round(asks: Asks) -> int:
