@@ -8,6 +8,7 @@ A benchmark is a config `evokd run` accepts: a file, or the name of one shipped 
 evokd/bench/configs/ (sst2, imdb, conll2003, conll04: public datasets through Hugging Face
 `datasets`; sentiment: the quick-start demo). `--data DIR` reads a named benchmark's files from DIR
 instead (`DATASETS` says which); in a checkout with ../shared/data/NAME beside it, that is the default.
+`sst2-sentences` is SST-2 without its parse-tree phrases (derived.py), from files only.
 
 Methods (`METHODS`): `no-aug` (the seed set only: the student of round 0), `static` (ZeroGen-style,
 label-conditioned texts, no feedback), `augment` (AugGPT-style paraphrases of the seed set), `evokd`

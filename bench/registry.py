@@ -4,11 +4,12 @@ overrides, and the overrides every run of a benchmark shares (loaded by harness.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evokd.bench.derived import sst2_sentences
 from evokd.config import load_config
 from evokd.graph.method import Method
 from evokd.graph.methods import METHODS as REGISTERED
@@ -82,6 +83,9 @@ class Dataset:
     data_dir: Path | None  # default; run_benchmark(data_dir=...) / --data overrides it; None: the config's data
     files: dict[str, str]  # data.seed / data.dev / data.test (/ data.unlabeled) file names in a data dir
     profiles: dict[str, Settings] = field(default_factory=dict)
+    # derive(data dir, folder): writes the files above into the folder from the data dir's own and
+    # returns it (bench/derived.py); the runs read the derived files.
+    derive: Callable[[Path, Path], Path] | None = None
 
 
 def _shared(name: str) -> Path | None:
@@ -95,6 +99,12 @@ DATASETS: dict[str, Dataset] = {
                     {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv", "unlabeled": "train.tsv"},
                     {"quick": Settings(6000, 1000, 872, 1000, 2, 20),  # the whole test file; dev 1,000 of 6,735
                      "full": Settings(40000, 1000, 872, 10000, 3, 60)}),
+    # SST-2 as its test file is: whole sentences, no parse-tree phrases, for seed, dev, `full` and the pool.
+    "sst2-sentences": Dataset(CONFIGS / "sst2.toml", _shared("sst2"),
+                              {"seed": "train.tsv", "dev": "dev.tsv", "test": "test.tsv", "unlabeled": "train.tsv"},
+                              {"quick": Settings(6000, 1000, 872, 1000, 2, 20),  # dev: all 678 sentences
+                               "full": Settings(40000, 1000, 872, 6000, 3, 60)},
+                              derive=sst2_sentences),
     "imdb": Dataset(CONFIGS / "imdb.toml", _shared("imdb"),
                     {"seed": "train.csv", "dev": "train.csv", "test": "test.csv", "unlabeled": "train.csv"},
                     {"quick": Settings(6000, 500, 2000, 500, 2, 20),  # long reviews: 2,000 of 25,000 test texts
@@ -151,6 +161,11 @@ def base_overrides(dataset: str | Benchmark, profile: str, data_dir: Path | None
     spec = (dataset if isinstance(dataset, Benchmark) else resolve(dataset)).spec
     s = spec.profiles[profile]
     where = Path(data_dir) if data_dir is not None else spec.data_dir
+    if spec.derive is not None:
+        if where is None:
+            raise BenchError(f"{spec.config.stem} files are needed to derive this benchmark's data: "
+                             f"--data DIR with {' '.join(sorted(set(spec.files.values())))}")
+        where = spec.derive(where, runs_dir / "data")
     out = [f"data.{key}={_q((where / name).resolve())}" for key, name in spec.files.items()] if where else []
     out += [f"data.dev_limit={s.dev_limit}"] if s.dev_limit is not None else []
     out += [f"data.test_limit={s.test_limit}"] if s.test_limit is not None else []

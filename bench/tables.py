@@ -17,6 +17,7 @@ from evokd.core.files import write_atomic
 # The methods compared with static and full; the pool's query strategies also with random picking.
 EVOKD = ["evokd", "evokd-paper", "evokd-paper+metrics", "pool", "pool+diverse", "pool-random"]
 POOL = ["pool", "pool+diverse"]
+DELTA = 0.02  # the difference the tables are asked to see (issue 25): each says how many seeds that takes
 
 
 def stats(values: list[float | None]) -> dict[str, Any] | None:
@@ -45,16 +46,28 @@ def paired_difference(own: dict[int, float], other: dict[int, float],
         ci = bootstrap((np.array(diffs),), np.mean, confidence_level=0.95, n_resamples=resamples,
                        method="percentile", random_state=np.random.default_rng(0)).confidence_interval
         low, high = float(ci.low), float(ci.high)
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else None
     return {"mean": statistics.fmean(diffs), "low": low, "high": high, "n": len(diffs),
-            "won": sum(d > 0 for d in diffs)}
+            "won": sum(d > 0 for d in diffs), "sd": sd, "seeds_to_see": seeds_to_see(sd)}
 
 
-def fmt_paired(paired: dict[str, Any] | None) -> tuple[str, str, str]:
-    """(mean, interval, seeds won) as table cells."""
+def seeds_to_see(sd: float | None, delta: float = DELTA) -> int | None:
+    """Paired seeds for 80 % power to find a true difference of `delta` at α = 0.05 (two-sided), at
+    this spread of the paired differences: n ≈ (1.96 + 0.84)² σ² / Δ² = 7.85 σ² / Δ² (the normal
+    approximation; at least 2). How many seeds a table needs before its interval can exclude 0."""
+    if sd is None:
+        return None
+    return max(2, math.ceil(7.85 * sd**2 / delta**2))
+
+
+def fmt_paired(paired: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """(mean, interval, seeds won, seeds to see DELTA) as table cells."""
     if paired is None:
-        return "–", "–", "–"
+        return "–", "–", "–", "–"
     interval = "–" if paired["low"] is None else f"[{paired['low']:+.4f}, {paired['high']:+.4f}]"
-    return f"{paired['mean']:+.4f}", interval, f"{paired['won']} of {paired['n']}"
+    needed = paired.get("seeds_to_see")
+    return (f"{paired['mean']:+.4f}", interval, f"{paired['won']} of {paired['n']}",
+            "–" if needed is None else f"{needed} (σ {paired['sd']:.3f})")
 
 
 def best_within(curve: list[list[float]], tokens: float) -> float:
@@ -140,7 +153,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- teacher: {result['teacher']}; student: {result['student']}",
         f"- teacher-token budget per generating run: {result['settings']['max_tokens']}; "
         f"dev_limit {result['settings']['dev_limit']}, test_limit {result['settings']['test_limit']}; "
-        f"full: up to {result['settings']['full_samples']} gold samples, {result['settings']['full_epochs']} epochs",
+        f"full: up to {result['settings']['full_samples']} gold samples, " + (
+            "fitted as a final fit" if any(r.get("final_fit") for r in result.get("runs", []) if r["method"] == "full")
+            else f"{result['settings']['full_epochs']} epochs"),
         f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
         f"- F1: {f1_name} of the student a run ships: its final fit (a fresh student on every accepted sample, "
         "loop.final_fit), or the best dev round's without one"
@@ -166,8 +181,9 @@ def render_markdown(result: dict[str, Any]) -> str:
     versus = {m: c["versus_static"] for m, c in comparisons.items() if c.get("versus_static")}
     if versus:
         lines += ["", f"Each method against static, paired by seed ({f1_name}): the mean difference, its 95 % "
-                  "bootstrap interval over the seeds, and the seeds it won.", "",
-                  "| method | − static | 95 % interval | seeds won |", "|---|---|---|---|"]
+                  "bootstrap interval over the seeds, the seeds it won, and the seeds a true difference of "
+                  f"{DELTA} would need at this spread (σ of the paired differences) to be found 4 times in 5.", "",
+                  f"| method | − static | 95 % interval | seeds won | seeds to see {DELTA} |", "|---|---|---|---|---|"]
         lines += ["| " + " | ".join([m, *fmt_paired(p)]) + " |" for m, p in versus.items()]
     evokd = {m: c for m, c in comparisons.items() if "minus_static" in c}
     if evokd:
@@ -179,7 +195,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         against_random = {m: c["versus_pool_random"] for m, c in comparisons.items() if c.get("versus_pool_random")}
         if against_random:
             lines += ["", f"Picking by the student's doubt against picking at random, paired by seed ({f1_name}).", "",
-                      "| method | − pool-random | 95 % interval | seeds won |", "|---|---|---|---|"]
+                      f"| method | − pool-random | 95 % interval | seeds won | seeds to see {DELTA} |",
+                      "|---|---|---|---|---|"]
             lines += ["| " + " | ".join([m, *fmt_paired(p)]) + " |" for m, p in against_random.items()]
     if any(summary[m].get("price") for m in result["methods"]):
         lines += ["", "What the teacher cost (price: input-token equivalents, an output token priced as 4 input "
@@ -305,9 +322,9 @@ def print_table(result: dict[str, Any], console: Console) -> None:
     console.print(table)
     for method, c in result["comparisons"].items():
         if c.get("versus_static"):
-            mean, interval, won = fmt_paired(c["versus_static"])
-            console.print(f"{method} − static, paired by seed: {mean} (95 % interval {interval}; won {won} seeds)",
-                          highlight=False)
+            mean, interval, won, needed = fmt_paired(c["versus_static"])
+            console.print(f"{method} − static, paired by seed: {mean} (95 % interval {interval}; won {won} seeds; "
+                          f"seeds to see {DELTA}: {needed})", highlight=False)
         if "minus_static" not in c:
             continue
         console.print(f"{method} − static: {fmt(c['minus_static'], sign=True)} "

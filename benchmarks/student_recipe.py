@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import evokd  # noqa: F401  (sets OMP_WAIT_POLICY before torch is imported: threads that spin are slow here)
+from evokd.bench.derived import whole_sentences
 from evokd.config import FinalFitConfig, StudentConfig, TaskConfig, load_config
 from evokd.core.files import write_atomic
 from evokd.core.records import Sample
@@ -153,25 +154,6 @@ def task_data(name: str, data_dir: Path) -> TaskData:
         dev = cap(dev_rows, spec.dev_size, 13)
     test = cap(read_samples(data_dir / spec.test, cfg.task), spec.test_size, 13)
     return TaskData(cfg.task, cfg.student, pool, dev, test)
-
-
-def whole_sentences(texts: list[str]) -> set[str]:
-    """The texts no longer text contains (word-aligned): in SST-2's train and dev files, which hold
-    every phrase of each sentence's parse tree (mean 9 words against the test file's 19), these are
-    the sentences themselves (6,885 of 67,349 rows, mean 19 words). Each text is checked only against
-    the longer texts that hold its rarest word, so all of SST-2 takes about two seconds."""
-    words = [text.split() for text in texts]
-    holding: dict[str, list[int]] = {}
-    for i, ws in enumerate(words):
-        for w in set(ws):
-            holding.setdefault(w, []).append(i)
-    padded = [f" {' '.join(ws)} " for ws in words]
-
-    def contained(i: int) -> bool:
-        rarest = min(set(words[i]), key=lambda w: len(holding[w]))
-        return any(len(padded[j]) > len(padded[i]) and padded[i] in padded[j] for j in holding[rarest])
-
-    return {texts[i] for i, ws in enumerate(words) if ws and not contained(i)}
 
 
 def parse_cell(cell: str) -> tuple[str, str, bool]:

@@ -142,7 +142,8 @@ def test_paired_bootstrap_interval_on_known_cases() -> None:
                                                                             pytest.approx(1.0), 1, 2)
     # Only the seeds both ran are paired; one of them gives no interval.
     one = tables.paired_difference({0: 0.8, 5: 0.1}, {0: 0.6})
-    assert one == {"mean": pytest.approx(0.2), "low": None, "high": None, "n": 1, "won": 1}
+    assert one == {"mean": pytest.approx(0.2), "low": None, "high": None, "n": 1, "won": 1, "sd": None,
+                   "seeds_to_see": None}
     # Ten seeds, +0.02 each but one at -0.01: the interval lies above 0 and holds the mean.
     diffs = [0.02] * 9 + [-0.01]
     ten = tables.paired_difference({s: 0.8 + d for s, d in enumerate(diffs)}, dict.fromkeys(range(10), 0.8))
@@ -150,6 +151,11 @@ def test_paired_bootstrap_interval_on_known_cases() -> None:
     assert ten["mean"] == pytest.approx(0.017)
     assert 0 < ten["low"] < ten["mean"] < ten["high"] <= 0.02 + 1e-9
     assert tables.fmt_paired(ten)[2] == "9 of 10"
+    # Seeds to see 0.02: 7.85 σ² / 0.02², rounded up. Here σ = 0.0095, so 2 (the floor); at σ = 0.04,
+    # 31.4 -> 32; at σ = 0.025, 12.3 -> 13.
+    assert ten["sd"] == pytest.approx(0.009487, abs=1e-6) and ten["seeds_to_see"] == 2
+    assert (tables.seeds_to_see(0.04), tables.seeds_to_see(0.025), tables.seeds_to_see(None)) == (32, 13, None)
+    assert tables.fmt_paired(ten)[3] == "2 (σ 0.009)"
     assert tables.paired_difference({0: 0.5}, {1: 0.5}) is None
 
 
@@ -389,4 +395,4 @@ def test_pool_methods_in_the_harness(tmp_path: Path, tiny_model_dir: Path, monke
     assert "| pool+diverse | " in (out / "sentiment-quick.md").read_text()
     table = (out / "sentiment-quick.md").read_text()
     assert "| method | − pool-random | 95 % interval | seeds won |" in table
-    assert re.search(r"^\| pool \| [+-]\d\.\d{4} \| – \| [01] of 1 \|$", table, re.M)
+    assert re.search(r"^\| pool \| [+-]\d\.\d{4} \| – \| [01] of 1 \| – \|$", table, re.M)  # 1 seed: no σ

@@ -280,8 +280,8 @@ def compare(run_a: Annotated[Path, typer.Argument(help="a run folder (A)")],
 
 @app.command()
 def bench(
-    dataset: Annotated[str, typer.Argument(help="a config file (CONFIG.toml), or a shipped benchmark: sst2, imdb, "
-                                           "conll2003, conll04, sentiment (the demo)")],
+    dataset: Annotated[str, typer.Argument(help="a config file (CONFIG.toml), or a shipped benchmark: sst2, "
+                                           "sst2-sentences, imdb, conll2003, conll04, sentiment (the demo)")],
     methods: Annotated[str | None, typer.Option(help="comma-separated, e.g. evokd,static (default: the profile's)")]
     = None,
     seeds: Annotated[int | None, typer.Option(help="seeds per method (default: quick 1, full 3)")] = None,

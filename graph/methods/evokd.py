@@ -348,11 +348,14 @@ METHOD = Method(
     # evokd+probs: the same loop with the Verifier reading label probabilities (NER rows: as evokd).
     # evokd+broad: the first half of the budget buys plain texts per label, the rest is aimed.
     # evokd+feedback: the Analyst and the Generator read the student's mistakes on a fifth of dev (S3's
-    # real errors; the other four fifths score); s3: the same without the Analyst; evokd-no-analyst:
-    # the default without it (full profile, or --methods).
+    # real errors; the other four fifths score); s3: the same without the Analyst; s3+probs: s3 with
+    # the probability Verifier (the two changes that each measured ahead of the default, together);
+    # evokd-no-analyst: the default without it (full profile, or --methods).
     bench=(BenchRow("evokd"), BenchRow("evokd+probs", ('loop.verifier="probabilities"',)),
            BenchRow("evokd+feedback", ("data.feedback_share=0.2",), ablation=True),
            BenchRow("s3", ("data.feedback_share=0.2", "loop.analyst=false"), ablation=True),
+           BenchRow("s3+probs", ("data.feedback_share=0.2", "loop.analyst=false", 'loop.verifier="probabilities"'),
+                    ablation=True),
            BenchRow("evokd-no-analyst", ("loop.analyst=false",), ablation=True),
            BenchRow("evokd+attributes", (f"task.attributes={GENERIC_ATTRIBUTES}",), ablation=True),
            BenchRow("evokd+broad", ("loop.broad_share=0.5",), ablation=True)),
