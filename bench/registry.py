@@ -165,7 +165,10 @@ def base_overrides(dataset: str | Benchmark, profile: str, data_dir: Path | None
         if where is None:
             raise BenchError(f"{spec.config.stem} files are needed to derive this benchmark's data: "
                              f"--data DIR with {' '.join(sorted(set(spec.files.values())))}")
-        where = spec.derive(where, runs_dir / "data")
+        try:
+            where = spec.derive(where, runs_dir / "data")
+        except (OSError, ValueError) as e:
+            raise BenchError(f"cannot derive this benchmark's data from {where}: {e}") from e
     out = [f"data.{key}={_q((where / name).resolve())}" for key, name in spec.files.items()] if where else []
     out += [f"data.dev_limit={s.dev_limit}"] if s.dev_limit is not None else []
     out += [f"data.test_limit={s.test_limit}"] if s.test_limit is not None else []

@@ -56,3 +56,5 @@ def test_sst2_sentences_writes_the_derived_files_and_the_benchmark_reads_them(
     monkeypatch.setitem(harness.DATASETS, "sst2-sentences", replace(spec, data_dir=None))
     with pytest.raises(harness.BenchError, match=r"--data DIR with dev\.tsv test\.tsv train\.tsv"):
         harness.base_overrides("sst2-sentences", "quick", None, tmp_path / "runs")
+    with pytest.raises(harness.BenchError, match=r"cannot derive .* No such file"):  # a folder without the files
+        harness.base_overrides("sst2-sentences", "quick", tmp_path / "empty", tmp_path / "runs")
