@@ -350,7 +350,8 @@ def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Conso
                 "minus_static": minus_static}
     split = "test" if first["has_test"] else "dev"
     lines = [f"# Budget sweep: {first['dataset']} ({first['profile']} profile)", "",
-             f"{split} {first['metric']} of the best dev round, mean ± std over {len(first['seeds'])} seed(s), "
+             f"{split} {first['metric']} of the student each run ships (its final fit; the best dev round's without "
+             f"one), mean ± std over {len(first['seeds'])} seed(s), "
              "at each teacher-token budget (the round cap grows with the budget, so the budget stops a run).", "",
              "| method | " + " | ".join(f"{b:,} tokens" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     lines += [f"| {m} | " + " | ".join(fmt(f1[m][str(b)]) for b in budgets) + " |" for m in methods]
