@@ -79,7 +79,7 @@ from evokd.core.files import read_jsonl, write_atomic
 from evokd.core.records import Sample
 from evokd.core.text import normalise
 from evokd.graph.context import TaskData
-from evokd.graph.final_fit import weighed
+from evokd.graph.final_fit import ships, weighed
 from evokd.graph.prepare import gold_pool, load_task_data, method_of
 from evokd.graph.runner import execute
 from evokd.student.data import cap
@@ -173,9 +173,11 @@ def more_fits(cfg: Any, row: dict[str, Any], train: list[Sample], n: int, data: 
               ) -> dict[str, Any]:
     """The row with its run's training set fitted until there are `n` final fits, each with its own
     student seed (student.seed + 1000 k; the first is the run's own, the student it ships), and their
-    mean test F1 as the run's `test_f1` (`fits`: each one's; `shipped_test_f1`: the first's). Only
-    for a final-fit run with test data: the student's seed then counts as little in a comparison as
-    the teacher's draw allows. `data`: the run's task data, when the caller has it loaded."""
+    mean test F1 as the run's `test_f1` (`fits`: each one's; `shipped_test_f1`: the first's). A graph
+    run's fit that scores below its best round on dev counts the best round's test F1, as the run
+    would ship it (final_fit.ship). Only for a final-fit run with test data: the student's seed then
+    counts as little in a comparison as the teacher's draw allows. `data`: the run's task data, when
+    the caller has it loaded."""
     if not lacks_fits(row, n):
         return row
     from evokd.student.final_fit import final_fit  # torch, transformers: a run has loaded them
@@ -183,9 +185,13 @@ def more_fits(cfg: Any, row: dict[str, Any], train: list[Sample], n: int, data: 
     fits = list(row.get("fits") or [row["test_f1"]])
     data = data if data is not None else load_task_data(cfg)
     started = time.time()
+    round_test = row.get("best_round_test_f1")  # None for no-aug and full: no rounds to fall back on
     for k in range(len(fits), n):
-        student, _ = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev, seed=cfg.student.seed + 1000 * k)
-        fits.append(student.evaluate(data.test).f1)
+        student, report = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev,
+                                    seed=cfg.student.seed + 1000 * k)
+        round_dev = row["dev_f1"] if round_test is not None else None
+        fits.append(student.evaluate(data.test).f1 if ships(cfg.final_fit.ship, report.dev_f1, round_dev)
+                    else round_test)
     return {**row, "fits": fits, "shipped_test_f1": row.get("shipped_test_f1", fits[0]),
             "test_f1": sum(fits) / len(fits), "fit_seconds": row.get("fit_seconds", 0.0) + time.time() - started}
 
@@ -202,11 +208,15 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     history = state.get("history", [])
     usage = state.get("usage", {})
     test, final_test, final = state.get("test"), state.get("final_test"), state.get("final_fit")
+    shipped_test = final_test if final and final.get("shipped", True) else test
     return {
         "dev_f1": state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
-        # The run's score is its shipped student's: the final fit's when there is one.
-        "test_f1": (final_test or test or {}).get("f1"),
+        # The run's score is its shipped student's: the final fit's, unless the best round's scored
+        # higher on dev (final_fit.ship).
+        "test_f1": (shipped_test or {}).get("f1"),
+        "shipped": None if not final else "final fit" if final.get("shipped", True) else "best round",
         "best_round_test_f1": test["f1"] if test else None, "final_fit": final,
+        "final_fit_test_f1": final_test["f1"] if final_test else None,
         "tokens": int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0)),
         "rounds": len(history) - 1, "best_round": state.get("best_round"),
         "accepted": sum(h["accepted"] for h in history[1:]), "rejected": sum(h["rejected"] for h in history[1:]),
@@ -214,7 +224,7 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
         # Cumulative [tokens in, tokens out, teacher seconds, dev F1] per round (costs.py).
         "spend": costs.spend_of(history),
         # Test scores of the shipped student when there is test data, else the best round's dev scores.
-        "per_class": per_class_f1(final_test or test or history[state.get("best_round", 0)]["dev"]),
+        "per_class": per_class_f1(shipped_test or history[state.get("best_round", 0)]["dev"]),
         "stop_reason": state.get("stop_reason"), "run_dir": str(result.run.root), "seconds": time.time() - started,
         "similarity": mean_similarity(cfg, [s["text"] for s in state.get("samples", [])
                                             if s["accepted"] and s["intent"] != "seed"]),

@@ -76,8 +76,8 @@ def best_within(curve: list[list[float]], tokens: float) -> float:
 
 
 def headline(run: dict[str, Any]) -> float | None:
-    """The F1 a method is reported by: test F1 of the student the run ships (its final fit; the best
-    dev round's without one), else its dev F1."""
+    """The F1 a method is reported by: test F1 of the student the run ships (its final fit, or the best
+    dev round's without one or when that scored higher on dev), else its dev F1."""
     if run.get("test_f1") is not None:
         return run["test_f1"]
     final = run.get("final_fit")
@@ -158,7 +158,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             else f"{result['settings']['full_epochs']} epochs"),
         f"- wall time: {result['minutes']:.1f} min{'' if result.get('complete', True) else ' so far (not finished)'}",
         f"- F1: {f1_name} of the student a run ships: its final fit (a fresh student on every accepted sample, "
-        "loop.final_fit), or the best dev round's without one"
+        "loop.final_fit), or the best dev round's without one" + (
+            " or when that scored higher on dev (final_fit.ship)"
+            if any("shipped" in r for r in result.get("runs", [])) else "")
         + (f"; the mean of {result['fit_seeds']} final fits of the run's pool, each with its own student seed"
            if result.get("fit_seeds", 1) > 1 else "") + "; no-aug and full are final fits on gold data "
         "(fixed epochs without); best round: the best dev round's student; dev F1: the best round's; gain: "
@@ -332,6 +334,12 @@ def print_table(result: dict[str, Any], console: Console) -> None:
                       f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)
 
 
+def shipped_rows(results: dict[int, dict[str, Any]]) -> bool:
+    """Whether a sweep's runs chose on dev which student ships (final_fit.ship): rows recorded before
+    did not say, and shipped the final fit."""
+    return any("shipped" in r for result in results.values() for r in result.get("runs", []))
+
+
 def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Console) -> dict[str, Any]:
     """Test F1 (else dev F1) of each method at each budget of a sweep: JSON, markdown and a plot."""
     import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
@@ -351,7 +359,8 @@ def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Conso
     split = "test" if first["has_test"] else "dev"
     lines = [f"# Budget sweep: {first['dataset']} ({first['profile']} profile)", "",
              f"{split} {first['metric']} of the student each run ships (its final fit; the best dev round's without "
-             f"one), mean ± std over {len(first['seeds'])} seed(s), "
+             f"one{' or when that scored higher on dev' if shipped_rows(results) else ''}), "
+             f"mean ± std over {len(first['seeds'])} seed(s), "
              "at each teacher-token budget (the round cap grows with the budget, so the budget stops a run).", "",
              "| method | " + " | ".join(f"{b:,} tokens" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]
     lines += [f"| {m} | " + " | ".join(fmt(f1[m][str(b)]) for b in budgets) + " |" for m in methods]

@@ -256,6 +256,9 @@ class FinalFitResult(BaseModel):
     # Dev log-loss before and after: what the temperature minimises (None in runs of evokd 0.2).
     dev_nll_before: float | None = None
     dev_nll_after: float | None = None
+    # Whether it ships as student/ (final_fit.ship): false when the best round's student scored higher
+    # on dev; true in the runs recorded before the choice existed.
+    shipped: bool = True
 
 
 class RunResult(BaseModel):
@@ -294,3 +297,10 @@ class RunResult(BaseModel):
     @property
     def metric(self) -> str:
         return metric_name(self.task_type)
+
+    @property
+    def shipped_test_f1(self) -> float | None:
+        """Test F1 of the student in student/: the final fit's, or the best round's when that shipped."""
+        if self.final_fit is not None and self.final_fit.shipped:
+            return self.final_fit.test_f1
+        return self.test_f1

@@ -65,6 +65,8 @@ class RunFolder:
     # With the final fit, student/ is the final student and the best round's is set aside here.
     best_round_student = property(lambda self: self.root / "best_round_student")
     final_fit = property(lambda self: self.root / "final_fit.json")
+    # The final fit's student when the best round's ships instead (final_fit.ship).
+    final_fit_student = property(lambda self: self.root / "final_fit_student")
     rounds = property(lambda self: self.root / "rounds")
     teacher_log = property(lambda self: self.root / "teacher-server.log")
     result = property(lambda self: self.root / "result.json")
@@ -95,6 +97,10 @@ class RunFolder:
     def best_round(self) -> Path:
         """The best round's student: set aside by a final fit, else student/."""
         return self.best_round_student if self.best_round_student.exists() else self.student
+
+    def final_fit_at(self) -> Path:
+        """The final fit's student: final_fit_student/ when it did not ship, else student/."""
+        return self.final_fit_student if self.final_fit_student.exists() else self.student
 
     def prune_checkpoints(self, keep: set[int]) -> None:
         """Round checkpoints are 90 MB each: delete all but the rounds in `keep`."""

@@ -28,7 +28,7 @@ def finish(state: RunState, runtime: Runtime[Context]) -> dict[str, Any]:
     if ctx.data.test:
         test = ctx.holder.at(str(ctx.run.best_round())).evaluate(ctx.data.test).model_dump(mode="json")
         if state.get("final_fit"):
-            final_test = ctx.holder.at(str(ctx.run.student)).evaluate(ctx.data.test).model_dump(mode="json")
+            final_test = ctx.holder.at(str(ctx.run.final_fit_at())).evaluate(ctx.data.test).model_dump(mode="json")
     result = run_result(state, ctx, test, final_test)
     write_atomic(ctx.run.result, result.model_dump_json(indent=2) + "\n")
     write_atomic(ctx.run.summary, render_summary(result, state.get("history", []), dry_run_estimate(ctx)))
@@ -109,11 +109,14 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
         f"| student | dev {result.metric} | test {result.metric} |",
         "|---|---|---|",
         f"| seed (round 0) | {result.seed_f1:.4f} | |",
-        f"| best (round {result.best_round}) | {result.best_f1:.4f} | {_score(result.test_f1)} |",
     ]
     final = result.final_fit
+    best_ships = " · ships" if final is not None and not final.shipped else ""
+    lines.append(f"| best (round {result.best_round}){best_ships} | {result.best_f1:.4f} | {_score(result.test_f1)} |")
     if final is not None:
-        lines.append(f"| final fit (epoch {final.best_epoch}) | {final.dev_f1:.4f} | {_score(final.test_f1)} |")
+        final_ships = " · ships" if final.shipped else ""
+        lines.append(f"| final fit (epoch {final.best_epoch}){final_ships} | {final.dev_f1:.4f} | "
+                     f"{_score(final.test_f1)} |")
     lines += [
         "",
         f"- rounds: {result.rounds} generation rounds after the seed round",
@@ -140,13 +143,11 @@ def render_summary(result: RunResult, history: list[dict[str, Any]], est: Estima
     lines += [f"| {h['round']} | {h['f1']:.4f} | {h['accepted']} | {h['rejected']} | "
               f"{h['tokens_in'] + h['tokens_out']} |" for h in history]
     if final is not None:
-        lines += [
-            "",
-            final_fit_sentence(final),
-            "",
-            "The final fit's student is in `student/`, the best round's in `best_round_student/` (load either "
-            "with `transformers.pipeline`).", "",
-        ]
+        where = ("The final fit's student is in `student/`, the best round's in `best_round_student/`"
+                 if final.shipped else
+                 "The best round's student scored higher on dev than the final fit, so it ships: it is in "
+                 "`student/` (and `best_round_student/`), the final fit's in `final_fit_student/`")
+        lines += ["", final_fit_sentence(final), "", f"{where} (load either with `transformers.pipeline`).", ""]
     else:
         lines += ["", "The best student is in `student/` (load it with `transformers.pipeline`).", ""]
     return "\n".join(lines)

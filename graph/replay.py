@@ -267,8 +267,9 @@ def final_fit_cell(result: RunResult | None) -> str:
     if final is None:
         return "none"
     test = f", test F1 {final.test_f1:.4f}" if final.test_f1 is not None else ""
+    ships = "" if final.shipped else "; not shipped: the best round's scored higher on dev"
     return (f"dev F1 {final.dev_f1:.4f}{test} ({final.train_size} samples, epoch {final.best_epoch}; "
-            f"dev ECE {final.dev_ece_before:.3f} -> {final.dev_ece_after:.3f})")
+            f"dev ECE {final.dev_ece_before:.3f} -> {final.dev_ece_after:.3f}{ships})")
 
 
 def compare(run_a: Path, run_b: Path, console: Console) -> None:

@@ -215,6 +215,9 @@ def resume_config(run_dir: Path, overrides: list[str] | None = None) -> tuple[Ru
     if header is not None and "final_fit" not in header.config.get("loop", {}) and cfg.loop.final_fit:
         # Recorded before runs had a final fit (evokd 0.2): resumed and rerun as it ran, without one.
         cfg = cfg.model_copy(update={"loop": cfg.loop.model_copy(update={"final_fit": False})})
+    if header is not None and "ship" not in header.config.get("final_fit", {"ship": None}):
+        # Recorded before final_fit.ship: the final fit shipped whatever dev said; so it does again.
+        cfg = cfg.model_copy(update={"final_fit": cfg.final_fit.model_copy(update={"ship": "final_fit"})})
     return cfg, run
 
 

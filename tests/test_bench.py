@@ -69,6 +69,12 @@ def test_smoke(tmp_path: Path, tiny_model_dir: Path) -> None:
         fits = runs[method]["fits"]
         assert len(fits) == 3 and runs[method]["shipped_test_f1"] == fits[0]
         assert runs[method]["test_f1"] == pytest.approx(sum(fits) / 3)
+    # A graph run ships (and is scored by) its final fit, unless its best round scored higher on dev.
+    for method in ("static", "evokd", "llm2llm"):
+        row = runs[method]
+        final_ships = row["final_fit"]["dev_f1"] >= row["dev_f1"]
+        assert row["shipped"] == ("final fit" if final_ships else "best round")
+        assert final_ships or row["shipped_test_f1"] == row["best_round_test_f1"]
     # How alike each graph run's accepted texts read: a mean cosine, in the JSON and the markdown.
     assert all(-1 <= runs[m]["similarity"] <= 1 for m in ("static", "evokd"))
     assert "similarity" not in runs["no-aug"]
@@ -396,3 +402,36 @@ def test_pool_methods_in_the_harness(tmp_path: Path, tiny_model_dir: Path, monke
     table = (out / "sentiment-quick.md").read_text()
     assert "| method | − pool-random | 95 % interval | seeds won |" in table
     assert re.search(r"^\| pool \| [+-]\d\.\d{4} \| – \| [01] of 1 \| – \|$", table, re.M)  # 1 seed: no σ
+
+
+class FakeFit:
+    """`final_fit` for `more_fits`: a student scoring `test` on test, its report `dev` on dev."""
+
+    def __init__(self, dev: float, test: float) -> None:
+        self.dev, self.test = dev, test
+
+    def __call__(self, *args: object, **kwargs: object):
+        from types import SimpleNamespace
+
+        student = SimpleNamespace(evaluate=lambda data: SimpleNamespace(f1=self.test))
+        return student, SimpleNamespace(dev_f1=self.dev)
+
+
+@pytest.mark.parametrize(("fit_dev", "ship", "expected"), [
+    (0.80, "better_on_dev", 0.9),  # the new fit beats the best round on dev: it counts
+    (0.50, "better_on_dev", 0.6),  # it does not: the run would ship its best round, which counts
+    (0.50, "final_fit", 0.9)])
+def test_more_fits_count_the_student_the_run_would_ship(monkeypatch: pytest.MonkeyPatch, fit_dev: float,
+                                                        ship: str, expected: float) -> None:
+    from types import SimpleNamespace
+
+    import evokd.student.final_fit as student_final_fit
+
+    monkeypatch.setattr(student_final_fit, "final_fit", FakeFit(fit_dev, 0.9))
+    cfg = SimpleNamespace(task=None, student=SimpleNamespace(seed=42), final_fit=SimpleNamespace(ship=ship))
+    data = SimpleNamespace(dev=[], test=[])
+    graph_row = {"final_fit": {}, "dev_f1": 0.7, "test_f1": 0.75, "best_round_test_f1": 0.6}
+    assert harness.more_fits(cfg, graph_row, [], 2, data)["fits"] == [0.75, expected]
+    # no-aug and full have no round to fall back on: every fit counts.
+    gold_row = {"final_fit": {}, "dev_f1": 0.7, "test_f1": 0.75}
+    assert harness.more_fits(cfg, gold_row, [], 2, data)["fits"] == [0.75, 0.9]
