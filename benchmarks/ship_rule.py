@@ -36,13 +36,15 @@ def final_fit_test(row: dict[str, Any]) -> float:
     return row["fits"][0] if row.get("fits") else row["test_f1"]
 
 
-def readings(path: Path) -> dict[str, list[dict[str, float]]]:
-    """Method -> one reading per graph run with a final fit: both students' dev and test F1."""
+def readings(path: Path, seen: set[str]) -> dict[str, list[dict[str, float]]]:
+    """Method -> one reading per graph run with a final fit: both students' dev and test F1. A run
+    already in `seen` (a row kept from another table by --resume) is counted once, where first met."""
     out: dict[str, list[dict[str, float]]] = defaultdict(list)
     for row in json.loads(path.read_text()).get("runs", []):
         final = row.get("final_fit")
-        if "error" in row or not final or row.get("best_round_test_f1") is None:
+        if "error" in row or not final or row.get("best_round_test_f1") is None or row.get("run_dir") in seen:
             continue
+        seen.add(row.get("run_dir") or f"{path}:{len(seen)}")
         out[row["method"]].append({"final_dev": final["dev_f1"], "round_dev": row["dev_f1"],
                                    "final_test": final_fit_test(row), "round_test": row["best_round_test_f1"]})
     return out
@@ -64,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for path in args.tables:
-        for method, runs in readings(path).items():
+        for method, runs in readings(path, seen).items():
             rows.append({"table": str(path), "method": method, **summarise(runs)})
     if not rows:
         print("no graph run with a final fit and a test score in these tables", file=sys.stderr)
