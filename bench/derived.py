@@ -42,7 +42,12 @@ def _read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{path}: empty file, expected a header row")
-        return header, [row for row in reader if row]
+        rows = [row for row in reader if row]
+    for line, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, row {line}: {len(row)} tab-separated fields, expected {len(header)} "
+                             f"({', '.join(header)})")
+    return header, rows
 
 
 def _tsv(header: list[str], rows: list[list[str]]) -> str:

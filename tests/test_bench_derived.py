@@ -58,3 +58,13 @@ def test_sst2_sentences_writes_the_derived_files_and_the_benchmark_reads_them(
         harness.base_overrides("sst2-sentences", "quick", None, tmp_path / "runs")
     with pytest.raises(harness.BenchError, match=r"cannot derive .* No such file"):  # a folder without the files
         harness.base_overrides("sst2-sentences", "quick", tmp_path / "empty", tmp_path / "runs")
+
+
+def test_a_malformed_row_is_named_not_a_traceback(tmp_path: Path) -> None:
+    source = tmp_path / "sst2"
+    for name in ("train", "dev", "test"):
+        _write(source, name, TRAIN)
+    with (source / "dev.tsv").open("a", encoding="utf-8") as f:
+        f.write("a row without its label\n")
+    with pytest.raises(ValueError, match=r"dev\.tsv, row 8: 1 tab-separated fields, expected 2"):
+        sst2_sentences(source, tmp_path / "out")
