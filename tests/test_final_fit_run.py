@@ -59,7 +59,7 @@ def test_a_run_ends_with_a_final_fit_on_everything_accepted(tmp_path: Path, tiny
     assert final.dev_nll_before is not None and final.dev_nll_after is not None
     assert final.dev_nll_after <= final.dev_nll_before + 1e-9
     assert f"dev log-loss {final.dev_nll_before:.4f} before, {final.dev_nll_after:.4f} after" in summary
-    assert "final fit (student/)" in folder.report.read_text()
+    assert "final fit (student/, ships)" in folder.report.read_text()
     console = Console(record=True, width=250)
     replay.compare(folder.root, folder.root, console)
     assert f"dev F1 {final.dev_f1:.4f}, test F1 {final.test_f1:.4f}" in console.export_text()
@@ -99,7 +99,9 @@ def test_when_the_best_round_scores_higher_on_dev_it_ships(tmp_path: Path, tiny_
     summary = folder.summary.read_text()
     assert f"| best (round {result.best_round}) · ships | {result.best_f1:.4f} |" in summary
     assert "it is in `student/` (and `best_round_student/`), the final fit's in `final_fit_student/`" in summary
-    assert "final_fit_student/: the best round&#39;s scored higher on dev and ships" in folder.report.read_text()
+    page = folder.report.read_text()
+    assert "best round (student/, ships: higher on dev than the final fit)" in page
+    assert "final fit (final_fit_student/)" in page
 
 
 def test_runs_recorded_before_the_choice_resume_with_the_final_fit_shipping(tmp_path: Path,
