@@ -101,7 +101,9 @@ def round_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 def final_metrics(result: RunResult) -> dict[str, float]:
     values = {"test_f1": result.test_f1, "best_dev_f1": result.best_f1, "seed_dev_f1": result.seed_f1,
               "rounds": result.rounds, "best_round": result.best_round,
-              "tokens_total": result.tokens_in + result.tokens_out, "cost_total": result.cost}
+              "tokens_total": result.tokens_in + result.tokens_out, "cost_total": result.cost,
+              # What student/ scores: the final fit's test F1, or the best round's when that shipped.
+              "shipped_test_f1": result.shipped_test_f1}
     if (final := result.final_fit) is not None:
         values |= {"final_fit_dev_f1": final.dev_f1, "final_fit_test_f1": final.test_f1,
                    "final_fit_dev_ece": final.dev_ece_after}

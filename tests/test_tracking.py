@@ -114,6 +114,8 @@ def test_a_run_is_logged_with_params_step_metrics_final_f1_and_artifacts(
     assert outcome.test_f1 is not None
     assert run.data.metrics["test_f1"] == pytest.approx(outcome.test_f1)
     assert run.data.metrics["best_dev_f1"] == pytest.approx(outcome.best_f1)
+    assert outcome.shipped_test_f1 is not None
+    assert run.data.metrics["shipped_test_f1"] == pytest.approx(outcome.shipped_test_f1)
     # Artifacts, uploaded through the server, byte for byte.
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"report.html", "summary.md", "result.json", "config.toml", "student"} <= names
