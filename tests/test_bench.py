@@ -435,3 +435,29 @@ def test_more_fits_count_the_student_the_run_would_ship(monkeypatch: pytest.Monk
     # no-aug and full have no round to fall back on: every fit counts.
     gold_row = {"final_fit": {}, "dev_f1": 0.7, "test_f1": 0.75}
     assert harness.more_fits(cfg, gold_row, [], 2, data)["fits"] == [0.75, 0.9]
+
+
+def test_ship_rule_applies_the_rule_to_recorded_rows(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("evokd_ship_rule", ROOT / "benchmarks" / "ship_rule.py")
+    ship_rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_rule)  # type: ignore[union-attr]
+
+    def row(run: str, final_dev: float, round_dev: float, final_test: float, round_test: float, **extra):
+        return {"method": "evokd", "run_dir": run, "final_fit": {"dev_f1": final_dev}, "dev_f1": round_dev,
+                "test_f1": final_test, "best_round_test_f1": round_test, **extra}
+
+    runs = [row("a", 0.80, 0.70, 0.75, 0.60),  # the fit wins on dev: its test counts
+            row("b", 0.35, 0.55, 0.34, 0.55),  # the round wins on dev: its test counts
+            # recorded under the rule: test_f1 is the round's, the fit's is kept apart
+            row("c", 0.60, 0.65, 0.50, 0.50, shipped="best round", final_fit_test_f1=0.70)]
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"runs": [*runs, {"method": "full", "final_fit": {"dev_f1": 0.9}, "dev_f1": 0.9,
+                                                  "test_f1": 0.9}]}))
+    seen: set[str] = set()
+    readings = ship_rule.readings(table, seen)
+    assert set(readings) == {"evokd"} and ship_rule.readings(table, seen) == {}  # each run counted once
+    summary = ship_rule.summarise(readings["evokd"])
+    assert summary["final_fit"] == pytest.approx((0.75 + 0.34 + 0.70) / 3)
+    assert summary["better_on_dev"] == pytest.approx((0.75 + 0.55 + 0.50) / 3)
+    assert summary["oracle"] == pytest.approx((0.75 + 0.55 + 0.70) / 3)
+    assert summary["final_fit_shipped"] == 1

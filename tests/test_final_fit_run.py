@@ -179,3 +179,20 @@ def test_replay_reproduces_the_final_fit(tmp_path: Path, tiny_model_dir: Path) -
     assert all(d.same for d in diffs), diffs
     assert diffs[-1].original == result_of(original).final_fit.dev_f1  # type: ignore[union-attr]
     assert result_of(rerun.run).final_fit.test_f1 == result_of(original).final_fit.test_f1  # type: ignore[union-attr]
+
+
+def test_refit_runs_reproduces_a_runs_own_final_fit(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # benchmarks/refit_runs.py measures a setting against the run's own final fit: a refit that
+    # changes nothing must give the same student, or its differences are noise.
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("evokd_refit_runs", ROOT / "benchmarks" / "refit_runs.py")
+    refit_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refit_runs)  # type: ignore[union-attr]
+    folder = run(tmp_path, tiny_model_dir).run
+    row = refit_runs.refit(folder.root, ["final_fit.weigh_by_teacher=false"])
+    assert row["pool"] == result_of(folder).final_fit.train_size  # type: ignore[union-attr]
+    assert row["after"]["dev_f1"] == row["before"]["dev_f1"]
+    assert row["after"]["test_f1"] == pytest.approx(row["before"]["test_f1"])
