@@ -282,8 +282,8 @@ class LoopConfig(_Section):
     # When the loop stops, a fresh student is fitted once on the seed set and every accepted sample,
     # with the [final_fit] recipe, and ships as student/ (unless the best round's scored higher on
     # dev: final_fit.ship); the best round's student is kept in best_round_student/ and still scored.
-    # false: student/ is the best round's student, as in the
-    # tables of evokd 0.2 (the per-round student is the loop's probe either way).
+    # false: student/ is the best round's student, as in the tables of evokd 0.2 (the per-round
+    # student is the loop's probe either way).
     final_fit: bool = True
     # Our Analyst also sees per-class F1 and confused pairs on dev (the paper's sees samples only).
     analyst_sees_metrics: bool = True
