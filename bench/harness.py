@@ -186,10 +186,10 @@ def more_fits(cfg: Any, row: dict[str, Any], train: list[Sample], n: int, data: 
     data = data if data is not None else load_task_data(cfg)
     started = time.time()
     round_test = row.get("best_round_test_f1")  # None for no-aug and full: no rounds to fall back on
+    round_dev = row["dev_f1"] if round_test is not None else None
     for k in range(len(fits), n):
         student, report = final_fit(cfg.task, cfg.student, cfg.final_fit, train, data.dev,
                                     seed=cfg.student.seed + 1000 * k)
-        round_dev = row["dev_f1"] if round_test is not None else None
         fits.append(student.evaluate(data.test).f1 if ships(cfg.final_fit.ship, report.dev_f1, round_dev)
                     else round_test)
     return {**row, "fits": fits, "shipped_test_f1": row.get("shipped_test_f1", fits[0]),
@@ -208,13 +208,14 @@ def run_graph(cfg: Any, chat_model: Any = None) -> dict[str, Any]:
     history = state.get("history", [])
     usage = state.get("usage", {})
     test, final_test, final = state.get("test"), state.get("final_test"), state.get("final_fit")
-    shipped_test = final_test if final and final.get("shipped", True) else test
+    final_ships = final is not None and final.get("shipped", True)
+    shipped_test = final_test if final_ships else test
     return {
         "dev_f1": state.get("best_f1"), "seed_f1": history[0]["f1"] if history else None,
         # The run's score is its shipped student's: the final fit's, unless the best round's scored
         # higher on dev (final_fit.ship).
         "test_f1": (shipped_test or {}).get("f1"),
-        "shipped": None if not final else "final fit" if final.get("shipped", True) else "best round",
+        "shipped": None if not final else "final fit" if final_ships else "best round",
         "best_round_test_f1": test["f1"] if test else None, "final_fit": final,
         "final_fit_test_f1": final_test["f1"] if final_test else None,
         "tokens": int(usage.get("tokens_in", 0) + usage.get("tokens_out", 0)),

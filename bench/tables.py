@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,12 @@ def fmt(stat: dict[str, Any] | None, digits: int = 4, sign: bool = False) -> str
     return mean if stat["n"] < 2 else f"{mean} ± {stat['std']:.{digits}f}"
 
 
+def chose_on_dev(results: Iterable[dict[str, Any]]) -> bool:
+    """Whether the benchmarks' runs chose on dev which student ships (final_fit.ship): rows recorded
+    before did not say, and shipped the final fit."""
+    return any("shipped" in r for result in results for r in result.get("runs", []))
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     summary, comparisons = result["summary"], result["comparisons"]
     f1_name = "test F1" if result["has_test"] else "dev F1"
@@ -160,7 +167,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- F1: {f1_name} of the student a run ships: its final fit (a fresh student on every accepted sample, "
         "loop.final_fit), or the best dev round's without one" + (
             " or when that scored higher on dev (final_fit.ship)"
-            if any("shipped" in r for r in result.get("runs", [])) else "")
+            if chose_on_dev([result]) else "")
         + (f"; the mean of {result['fit_seeds']} final fits of the run's pool, each with its own student seed"
            if result.get("fit_seeds", 1) > 1 else "") + "; no-aug and full are final fits on gold data "
         "(fixed epochs without); best round: the best dev round's student; dev F1: the best round's; gain: "
@@ -334,12 +341,6 @@ def print_table(result: dict[str, Any], console: Console) -> None:
                       f"{method} / full: {fmt(c['over_full'], 3)}", highlight=False)
 
 
-def shipped_rows(results: dict[int, dict[str, Any]]) -> bool:
-    """Whether a sweep's runs chose on dev which student ships (final_fit.ship): rows recorded before
-    did not say, and shipped the final fit."""
-    return any("shipped" in r for result in results.values() for r in result.get("runs", []))
-
-
 def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Console) -> dict[str, Any]:
     """Test F1 (else dev F1) of each method at each budget of a sweep: JSON, markdown and a plot."""
     import matplotlib  # pyplot, with the file-only Agg backend chosen before it loads: slow, only to plot
@@ -359,7 +360,7 @@ def write_budgets(results: dict[int, dict[str, Any]], stem: Path, console: Conso
     split = "test" if first["has_test"] else "dev"
     lines = [f"# Budget sweep: {first['dataset']} ({first['profile']} profile)", "",
              f"{split} {first['metric']} of the student each run ships (its final fit; the best dev round's without "
-             f"one{' or when that scored higher on dev' if shipped_rows(results) else ''}), "
+             f"one{' or when that scored higher on dev' if chose_on_dev(results.values()) else ''}), "
              f"mean ± std over {len(first['seeds'])} seed(s), "
              "at each teacher-token budget (the round cap grows with the budget, so the budget stops a run).", "",
              "| method | " + " | ".join(f"{b:,} tokens" for b in budgets) + " |", "|---|" + "---|" * len(budgets)]

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evokd.core.files import write_atomic
+from evokd.graph.final_fit import ships
 
 
 def final_fit_test(row: dict[str, Any]) -> float:
@@ -51,7 +52,7 @@ def readings(path: Path, seen: set[str]) -> dict[str, list[dict[str, float]]]:
 
 
 def summarise(runs: list[dict[str, float]]) -> dict[str, Any]:
-    ships_final = [r["final_dev"] >= r["round_dev"] for r in runs]
+    ships_final = [ships("better_on_dev", r["final_dev"], r["round_dev"]) for r in runs]
     chosen = [r["final_test"] if s else r["round_test"] for r, s in zip(runs, ships_final, strict=True)]
     return {"runs": len(runs), "final_fit": statistics.mean(r["final_test"] for r in runs),
             "best_round": statistics.mean(r["round_test"] for r in runs),
